@@ -1,0 +1,85 @@
+"""Reading and writing Hugging Face checkpoint folders without torch.
+
+A folder holds ``config.json`` and either ``model.safetensors`` or a sharded set indexed by
+``model.safetensors.index.json``. Every error names the file and, where it applies, the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+import numpy as np
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or disagrees with the model config."""
+
+
+def read_config(folder: str | os.PathLike) -> dict:
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: missing (a Hugging Face model folder needs config.json)")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_safetensors(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of a folder as numpy arrays ({HF name: array}), single file or sharded."""
+    from safetensors.numpy import load_file
+
+    single = os.path.join(folder, "model.safetensors")
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        files = [single]
+    elif os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index}: no 'weight_map' object")
+        files = [os.path.join(folder, name) for name in sorted(set(weight_map.values()))]
+        for path in files:
+            if not os.path.isfile(path):
+                raise CheckpointError(f"{path}: missing (listed in {index})")
+    else:
+        raise CheckpointError(
+            f"{folder}: no model.safetensors or model.safetensors.index.json found"
+        )
+    tensors: dict[str, np.ndarray] = {}
+    for path in files:
+        try:
+            tensors.update(load_file(path))
+        except Exception as e:  # safetensors raises its own error types
+            raise CheckpointError(f"{path}: cannot read safetensors ({e})") from e
+    return tensors
+
+
+def take(tensors: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...], source: str) -> np.ndarray:
+    """tensors[name] as float32 after checking its shape against the config's."""
+    if name not in tensors:
+        raise CheckpointError(f"{source}: tensor {name!r} is missing")
+    arr = np.asarray(tensors[name])
+    if tuple(arr.shape) != tuple(shape):
+        raise CheckpointError(
+            f"{source}: tensor {name!r} has shape {tuple(arr.shape)}, the config implies {tuple(shape)}"
+        )
+    return arr.astype(np.float32) if arr.dtype != np.float32 else arr
+
+
+def write_safetensors(folder: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: dict) -> None:
+    """Write config.json + model.safetensors atomically (temporary names, then rename)."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    arrays = {k: np.ascontiguousarray(np.asarray(v)) for k, v in tensors.items()}
+    tmp_model = os.path.join(folder, ".model.safetensors.tmp")
+    tmp_config = os.path.join(folder, ".config.json.tmp")
+    save_file(arrays, tmp_model, metadata={"format": "pt"})
+    with open(tmp_config, "w") as f:
+        json.dump(config, f, indent=2)
+    os.replace(tmp_model, os.path.join(folder, "model.safetensors"))
+    os.replace(tmp_config, os.path.join(folder, "config.json"))
