@@ -1,0 +1,78 @@
+"""The Method protocol: what a continual-learning method plugs into the runner.
+
+The runner owns the loop; a method decides what is trained and how. At each task boundary
+the runner builds a :class:`TaskContext` and calls, in order::
+
+    trainable, frozen = method.start_task(ctx)           # host side
+    opt = method.optimizer(ctx)                          # full optax chain for this task
+    # jitted step, for every batch of the task:
+    #   loss = adapter.loss(method.effective_params(trainable, frozen), batch)
+    #          + method.penalty(trainable, frozen)
+    #   grads = d loss / d trainable;  updates, state = opt.update(grads, state, trainable)
+    params, record = method.finish_task(trainable, frozen, ctx)   # host side
+
+``record`` is saved (as JSON) beside the task-end checkpoint: rank plans, Fisher summaries,
+LoRA ranks. A method must not keep state that the runner cannot checkpoint except what it can
+rebuild from ``record`` and the params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, runtime_checkable
+
+import jax
+import optax
+
+if TYPE_CHECKING:  # the adapter lives with the runner; only its type is needed here
+    from asvd_jax.cl._adapter import ModelAdapter
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskContext:
+    """What a method sees at a task boundary (host side)."""
+
+    index: int
+    """0-based task index in the sequence."""
+    num_tasks: int
+    """Number of tasks in the sequence."""
+    params: Any
+    """Current model params (pytree: ``nnx.State`` or pure dict of arrays)."""
+    targets: Any
+    """``asvd_jax.select_targets(...)`` result for this model."""
+    adapter: "ModelAdapter"
+    """Model family glue (loss, evaluation, capture_fn)."""
+    previous_batches: Callable[[], Iterable[dict]] | None
+    """Previous task's data as a fresh iterable of batches (None at task 0)."""
+    current_batches: Callable[[], Iterable[dict]]
+    """This task's training batches as a fresh iterable."""
+    rng: jax.Array
+    """A key for this task's method-side randomness (LoRA init, sampling)."""
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A continual-learning method: ASVD, SeqFT, MTL, EWC, LoRA, O-LoRA, ablations."""
+
+    name: str
+
+    def start_task(self, ctx: TaskContext) -> tuple[Any, Any]:
+        """Host side. Returns (trainable, frozen) pytrees for this task."""
+        ...
+
+    def effective_params(self, trainable: Any, frozen: Any) -> Any:
+        """Traced. The full model params the loss uses (e.g. base + B@A for LoRA)."""
+        ...
+
+    def penalty(self, trainable: Any, frozen: Any) -> jax.Array:
+        """Traced. Extra loss term (EWC quadratic, O-LoRA orthogonality); 0.0 if none."""
+        ...
+
+    def optimizer(self, ctx: TaskContext) -> optax.GradientTransformation:
+        """The full optax chain for this task (ASVD: adamw then project_out_protected last)."""
+        ...
+
+    def finish_task(self, trainable: Any, frozen: Any, ctx: TaskContext) -> tuple[Any, dict]:
+        """Host side. Returns (new model params, record dict saved with the task checkpoint:
+        rank plan, fisher stats summary, lora ranks...)."""
+        ...
