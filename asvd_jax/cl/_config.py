@@ -1,0 +1,401 @@
+"""Typed, frozen experiment configs; YAML files and ``--set a.b=v`` overrides on top.
+
+An :class:`ExperimentConfig` has one section per concern (model, data, method, train, eval,
+mesh, checkpoint, run). Every field has a default, so a YAML preset holds only what it
+changes::
+
+    method: {name: asvd, trr: 0.8}
+    train: {lr: 3.0e-5}
+
+``load_config(path, overrides)`` applies the YAML, then each ``section.field=value`` override
+(values parsed as YAML scalars/lists). A misspelt key is an error that names it and suggests
+the nearest valid key; a value of the wrong type names the key and the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from typing import Any, Mapping, Sequence
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or has a value of the wrong type."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    family: str = "llama"
+    """Model family: ``llama`` (decoder), ``bert`` (encoder, option scoring by similarity) or
+    ``t5`` (encoder-decoder)."""
+    source: str = "smollm2"
+    """Where the weights come from: ``smollm2`` / ``minilm`` (the packaged models), ``hf``
+    (a local Hugging Face folder in ``path``), ``gguf`` (a GGUF file in ``path``), ``hub``
+    (a hub id in ``path``; needs a network) or ``random`` (a tiny random model for tests)."""
+    path: str = ""
+    """Folder, file or hub id for ``hf`` / ``gguf`` / ``hub`` sources."""
+    dtype: str = "float32"
+    """Parameter dtype: ``float32`` or ``bfloat16``."""
+    random_layers: int = 2
+    """Layers of the ``random`` model."""
+    random_width: int = 64
+    """Hidden size of the ``random`` model (heads of 16 dims)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    suite: str = "offline"
+    """Task sequence: ``offline`` (the packaged five-task suite), ``olora`` / ``trace`` (the
+    paper's benchmarks under ``root``) or ``custom`` (a YAML sequence in ``path``)."""
+    order: int = 1
+    """Task order (offline: 1-3; O-LoRA: 1-6)."""
+    tasks: tuple[str, ...] = ()
+    """Keep only these tasks of the order (in the order's sequence); empty = all."""
+    root: str = ""
+    """Benchmark root folder for ``olora`` / ``trace``."""
+    path: str = ""
+    """Sequence YAML for ``custom``."""
+    data_dir: str = ""
+    """Cache folder for the built offline suite; empty = the data module's default."""
+    per_class_train: int = 40
+    """Training examples per class (offline suite)."""
+    per_class_dev: int = 10
+    """Dev examples per class (offline suite)."""
+    per_class_test: int = 30
+    """Test examples per class (offline suite)."""
+    max_train_per_task: int = 0
+    """Cap on training examples per task after loading (0 = no cap)."""
+    max_eval_per_task: int = 0
+    """Cap on evaluation examples per task (0 = no cap)."""
+    max_len: int = 128
+    """Maximum tokens per example; the text part of the prompt is truncated, never the
+    answer."""
+    general_text: str = ""
+    """Text file for the general-ability LM loss (text outside all tasks); empty = the
+    paragraphs shipped with the runner."""
+    seed: int = 0
+    """Seed for sampling and shuffling."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodConfig:
+    name: str = "asvd"
+    """``asvd`` (this method), ``seqft`` (sequential full fine-tuning, k = 0), ``mtl``
+    (joint multi-task training, upper bound), ``ewc``, ``lora``, ``olora``."""
+    projection: str = "strict"
+    """Projection mode: ``strict`` (I-P)G(I-P), ``paper`` G - P G P, ``input``, ``output``,
+    or ``none`` (ablation: bases computed, nothing projected)."""
+    rank_policy: str = "paper"
+    """``paper`` (importance-scaled), ``progressive`` ((t-1)/T of min dim), ``uniform``
+    (``fraction``), ``energy`` (``tau``)."""
+    mrr: float = 0.1
+    """Paper policy: minimum protected fraction."""
+    trr: float = 0.8
+    """Paper policy: target (mean) protected fraction."""
+    fraction: float = 0.5
+    """Uniform policy: protected fraction of every matrix."""
+    tau: float = 0.95
+    """Energy policy: activation energy the protected input subspace must capture."""
+    stats_examples: int = 128
+    """Examples of the previous task used for activation statistics."""
+    targets_include: tuple[str, ...] = ()
+    """Target regexes over parameter paths; empty = the model family's default targets."""
+    targets_exclude: tuple[str, ...] = ()
+    """Regexes removed from the targets."""
+    train_non_targets: bool = True
+    """Train embeddings, norms and head without constraint (as all public code does)."""
+    ewc_lambda: float = 100.0
+    """EWC penalty strength."""
+    lora_rank: int = 8
+    """LoRA / O-LoRA rank."""
+    lora_alpha: float = 16.0
+    """LoRA / O-LoRA scale numerator (scale = alpha / rank)."""
+    olora_lambda1: float = 0.5
+    """O-LoRA orthogonality weight."""
+    olora_lambda2: float = 0.0
+    """O-LoRA L2 weight on the new LoRA."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    lr: float = 3e-5
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay."""
+    batch_size: int = 8
+    """Examples per micro-batch."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (optax.MultiSteps; projection once per step)."""
+    epochs: int = 1
+    """Epochs per task."""
+    max_steps: int = 0
+    """Cap on micro-batches per task (0 = epochs decide)."""
+    schedule: str = "constant"
+    """``constant``, ``linear`` (warmup then linear decay) or ``cosine``."""
+    warmup_steps: int = 0
+    """Warmup optimizer steps for scheduled learning rates."""
+    fresh_optimizer: bool = True
+    """A fresh AdamW state per task (False carries moments across tasks)."""
+    max_grad_norm: float = 0.0
+    """Global-norm gradient clipping before AdamW (0 = off)."""
+    seed: int = 0
+    """Seed for batching order and method randomness."""
+    leakage_every: int = 0
+    """Log protected-subspace leakage every N optimizer steps (0 = at task end only)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    protocol: str = "auto"
+    """``generate`` (greedy + exact match, the paper's), ``options`` (restricted label-option
+    scoring), ``both``, or ``auto`` (decoders and T5: both, generation headline; encoder:
+    options)."""
+    split: str = "test"
+    """Split evaluated after each task: ``test`` or ``dev``."""
+    batch_size: int = 16
+    """Examples per evaluation batch."""
+    max_new_tokens: int = 6
+    """Generation budget (label words are 1-3 tokens)."""
+    zero_shot: bool = True
+    """Evaluate the initial model too (needed for forward transfer)."""
+    lm_loss: bool = True
+    """Held-out LM loss before and after the sequence (general-ability retention)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int = 1
+    """Data-parallel mesh axis size (-1 = all devices left)."""
+    fsdp: int = 1
+    """Parameter-sharding mesh axis size (-1 = all devices left)."""
+    distributed: bool = False
+    """Call ``jax.distributed.initialize()`` first (multi-host; see docs/runner.md)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 0
+    """Also checkpoint every N optimizer steps inside a task (0 = task ends only)."""
+    export_hf: bool = True
+    """Export the final model in the HF safetensors layout."""
+    keep_steps: int = 1
+    """Mid-task checkpoints kept (task-end checkpoints are all kept)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    out_dir: str = "runs"
+    """Parent folder of run directories."""
+    name: str = ""
+    """Run directory name; empty = ``<method>-<suite><order>-<timestamp>``."""
+    progress: bool = True
+    """Progress bars on stderr."""
+    stop_after_task: int = -1
+    """Stop after this 0-based task (tests of resume); -1 = run the sequence."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    method: MethodConfig = MethodConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    mesh: MeshConfig = MeshConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    run: RunConfig = RunConfig()
+
+
+# ------------------------------------------------------------------ building from mappings
+
+
+def _suggest(key: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(options)})"
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """``value`` checked/converted to the field type ``tp``; ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            # YAML 1.1 reads "3e-5" (no dot) as a string: accept it when it parses.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported field type {tp}")
+
+
+def _replace(obj: Any, changes: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(changes, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {changes!r}")
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    kwargs = {}
+    for key, value in changes.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"unknown config key {path!r}" + _suggest(str(key), names))
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            kwargs[key] = _replace(current, value or {}, path)
+        else:
+            kwargs[key] = _coerce(value, hints[key], path)
+    return dataclasses.replace(obj, **kwargs)
+
+
+# Fields whose value must be one of a fixed set (checked after every change).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.family": ("llama", "bert", "t5"),
+    "model.source": ("smollm2", "minilm", "hf", "gguf", "hub", "random"),
+    "model.dtype": ("float32", "bfloat16"),
+    "data.suite": ("offline", "olora", "trace", "custom", "fixture"),
+    "method.name": ("asvd", "seqft", "mtl", "ewc", "lora", "olora"),
+    "method.projection": ("strict", "paper", "input", "output", "none"),
+    "method.rank_policy": ("paper", "progressive", "uniform", "energy"),
+    "train.schedule": ("constant", "linear", "cosine"),
+    "eval.protocol": ("auto", "generate", "options", "both"),
+    "eval.split": ("test", "dev"),
+}
+
+
+def validate(config: ExperimentConfig) -> ExperimentConfig:
+    """Check enumerated fields and ranges; ConfigError naming the key."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {allowed}" + _suggest(str(value), allowed))
+    positive = ("train.batch_size", "train.grad_accum", "train.epochs", "eval.batch_size",
+                "data.max_len", "eval.max_new_tokens", "method.lora_rank")
+    for key in positive:
+        section, name = key.split(".")
+        if getattr(getattr(config, section), name) < 1:
+            raise ConfigError(f"{key}: must be >= 1")
+    m = config.method
+    if not 0.0 <= m.mrr <= m.trr <= 1.0:
+        raise ConfigError(f"method.mrr/method.trr: need 0 <= mrr <= trr <= 1, got {m.mrr}, {m.trr}")
+    if not 0.0 <= m.fraction <= 1.0:
+        raise ConfigError(f"method.fraction: must lie in [0, 1], got {m.fraction}")
+    if not config.train.lr > 0:
+        raise ConfigError(f"train.lr: must be > 0, got {config.train.lr}")
+    return config
+
+
+def apply_overrides(config: ExperimentConfig, changes: Mapping[str, Any]) -> ExperimentConfig:
+    """Nested mapping ``{section: {field: value}}`` applied on top of ``config``."""
+    return _replace(config, changes, "")
+
+
+def parse_override(text: str) -> dict:
+    """``"train.lr=3e-5"`` -> ``{"train": {"lr": 3e-05}}`` (value parsed as YAML)."""
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    parts = key.strip().split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"override {text!r}: empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    out: dict = value
+    for part in reversed(parts):
+        out = {part: out}
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = (),
+                base: ExperimentConfig | None = None) -> ExperimentConfig:
+    """Defaults (or ``base``), then the YAML file at ``path``, then ``section.key=value``s."""
+    import yaml
+
+    changes: dict = {}
+    if path is not None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file {path!r} does not exist")
+        with open(path) as f:
+            try:
+                loaded = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        changes = loaded
+    for text in overrides:
+        changes = _merge(changes, parse_override(text))
+    try:
+        return validate(apply_overrides(base or ExperimentConfig(), changes))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
+
+
+def to_dict(config: Any) -> dict:
+    """Plain nested dict (tuples as lists) for YAML/JSON output."""
+    out = {}
+    for f in dataclasses.fields(config):
+        v = getattr(config, f.name)
+        if dataclasses.is_dataclass(v):
+            out[f.name] = to_dict(v)
+        elif isinstance(v, tuple):
+            out[f.name] = list(v)
+        else:
+            out[f.name] = v
+    return out
+
+
+def to_yaml(config: ExperimentConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` read from the source (the string under each field)."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for a, b in zip(body, body[1:]):
+        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+            docs[a.target.id] = " ".join(str(b.value.value).split())
+    return docs
+
