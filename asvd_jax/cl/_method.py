@@ -12,8 +12,20 @@ the runner builds a :class:`TaskContext` and calls, in order::
     params, record = method.finish_task(trainable, frozen, ctx)   # host side
 
 ``record`` is saved (as JSON) beside the task-end checkpoint: rank plans, Fisher summaries,
-LoRA ranks. A method must not keep state that the runner cannot checkpoint except what it can
-rebuild from ``record`` and the params.
+LoRA ranks. It must be JSON-serialisable (numbers, strings, lists, dicts).
+
+State carried across tasks (EWC's accumulated Fisher and anchors, O-LoRA's old A matrices)
+must survive ``--resume``. A method that keeps such state defines two optional methods
+(outside the protocol, looked up with ``getattr``)::
+
+    def carry_state(self) -> Any: ...            # pytree of arrays (no strings), or None
+    def restore_carry_state(self, tree) -> None: ...
+
+The runner saves ``carry_state()`` in every task-end checkpoint and, on resume, calls
+``restore_carry_state`` with the restored tree before the next ``start_task``. For the
+restore template the runner calls ``carry_state()`` on a method that has run the same tasks
+so far is not available, so the saved tree's structure is taken from the checkpoint itself:
+keep it a nested dict of arrays (and ``None``) so it restores without a template.
 """
 
 from __future__ import annotations
