@@ -22,10 +22,9 @@ must survive ``--resume``. A method that keeps such state defines two optional m
     def restore_carry_state(self, tree) -> None: ...
 
 The runner saves ``carry_state()`` in every task-end checkpoint and, on resume, calls
-``restore_carry_state`` with the restored tree before the next ``start_task``. For the
-restore template the runner calls ``carry_state()`` on a method that has run the same tasks
-so far is not available, so the saved tree's structure is taken from the checkpoint itself:
-keep it a nested dict of arrays (and ``None``) so it restores without a template.
+``restore_carry_state`` with the restored tree before the next ``start_task``. A fresh method
+object cannot produce a restore template, so the tree is restored from the checkpoint's own
+metadata: keep it a nested dict with string keys and array leaves (no ``None``, no tuples).
 """
 
 from __future__ import annotations
