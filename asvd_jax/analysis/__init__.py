@@ -1,0 +1,29 @@
+"""Analysis of weights, subspaces and continual-learning runs: arrays and dicts in, numbers out.
+
+``import asvd_jax.analysis`` needs numpy (and jax for parameter paths) only; the ``plot_*``
+functions import matplotlib when called.
+"""
+
+from asvd_jax.analysis._directions import output_norm_per_direction
+from asvd_jax.analysis._spectra import (
+    MatrixSpectrum,
+    effective_rank,
+    energy_rank,
+    singular_spectrum,
+    spectra_table,
+    stable_rank,
+)
+from asvd_jax.analysis._subspaces import orthonormal_basis, principal_angles, subspace_overlap
+
+__all__ = [
+    "MatrixSpectrum",
+    "effective_rank",
+    "energy_rank",
+    "orthonormal_basis",
+    "output_norm_per_direction",
+    "principal_angles",
+    "singular_spectrum",
+    "spectra_table",
+    "stable_rank",
+    "subspace_overlap",
+]
