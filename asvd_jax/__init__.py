@@ -4,6 +4,38 @@
 (datasets) and plots (matplotlib) live in subpackages that import their framework themselves.
 """
 
+from asvd_jax._bases import SubspaceBasis, compute_bases
+from asvd_jax._diagnostics import protected_leakage
 from asvd_jax._paths import flatten_with_paths, path_str
+from asvd_jax._projection import MODES, project, project_tree
+from asvd_jax._svd import exact_svd, randomized_svd
+from asvd_jax._targets import DEFAULT_EXCLUDE, MatrixSpec, list_targets, select_targets
+from asvd_jax._transform import (
+    ProjectOutProtectedState,
+    project_out_protected,
+    set_bases,
+    with_projection,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_EXCLUDE",
+    "MODES",
+    "MatrixSpec",
+    "ProjectOutProtectedState",
+    "SubspaceBasis",
+    "compute_bases",
+    "exact_svd",
+    "flatten_with_paths",
+    "list_targets",
+    "path_str",
+    "project",
+    "project_out_protected",
+    "project_tree",
+    "protected_leakage",
+    "randomized_svd",
+    "select_targets",
+    "set_bases",
+    "with_projection",
+]

@@ -1,0 +1,208 @@
+"""Protected singular bases of every target matrix, as a pytree that mirrors the params.
+
+For a target ``W = A S B^T`` (``(in, out)`` layout, ``r = min(m, n)``) and rank ``k``, the
+protected subspaces are ``span(A_k)`` on the input side and ``span(B_k)`` on the output side.
+A side whose dimension is ``r`` is *complete*: there ``I - A_k A_k^T = A_rest A_rest^T`` with
+``A_rest = A[:, k:r]``, so the smaller of basis (``k`` columns) and complement (``r - k``
+columns) is stored. ``k = 0`` protects nothing; ``k = r`` freezes the matrix (the complete
+side's complement is empty).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from asvd_jax._paths import flatten_with_paths
+from asvd_jax._svd import exact_svd, orthogonal_complement, randomized_svd
+from asvd_jax._targets import MatrixSpec, is_floating, is_spec_or_none
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class SubspaceBasis:
+    """Orthonormal columns describing one target's protected subspaces (float32).
+
+    ``input``: ``(*batch, m, w_in)``, ``output``: ``(*batch, n, w_out)``. When
+    ``input_is_complement`` the columns span the *allowed* input subspace (``I - P_in = C C^T``),
+    otherwise the protected one (``P_in = B B^T``); likewise for the output side. Stacked leaves
+    with a different ``k`` per batch index pad with zero columns, which change no projector.
+    The arrays are pytree children; ``spec`` and the two flags are static.
+    """
+
+    input: jax.Array
+    output: jax.Array
+    spec: MatrixSpec
+    input_is_complement: bool = False
+    output_is_complement: bool = False
+
+    def tree_flatten(self):
+        return (self.input, self.output), (self.spec, self.input_is_complement,
+                                           self.output_is_complement)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], children[1], *aux)
+
+    def leaf_shape(self) -> tuple[tuple[int, ...], int, int]:
+        """(batch shape, m, n) of the matrices this basis belongs to."""
+        return tuple(self.input.shape[:-2]), self.input.shape[-2], self.output.shape[-2]
+
+
+def is_basis_or_none(x: Any) -> bool:
+    return x is None or isinstance(x, SubspaceBasis)
+
+
+def align(bases: Any, tree: Any, what: str) -> tuple[list[tuple[str, Any, Any]], Any]:
+    """``[(path, basis or None, subtree of tree)]`` with the bases' treedef.
+
+    ``tree`` must have the bases' structure down to each bases leaf (e.g. the params, or the
+    updates, a dict or an ``nnx.State``). ValueError naming the first differing path otherwise.
+    """
+    b_leaves, b_def = flatten_with_paths(bases, is_leaf=is_basis_or_none)
+    try:
+        subtrees = b_def.flatten_up_to(tree)
+    except (ValueError, TypeError):
+        t_paths = [p for p, _ in flatten_with_paths(tree)[0]]
+        b_paths = [p for p, _ in b_leaves]
+        diff = next((f"{a!r} in bases vs {b!r} in {what}" for a, b in zip(b_paths, t_paths)
+                     if a != b), f"{len(b_paths)} bases leaves vs {len(t_paths)} {what} leaves")
+        raise ValueError(f"bases and {what} have different structures: {diff}") from None
+    return [(p, b, s) for (p, b), s in zip(b_leaves, subtrees)], b_def
+
+
+def _normalize_ranks(ranks: Any, target_paths: Sequence[str], params: Any) -> dict[str, Any]:
+    """{path: int | array of ints} for every target, from a mapping or a params-like pytree."""
+    def is_rank_leaf(x):
+        return x is None or isinstance(x, (int, np.integer, list, tuple, np.ndarray))
+
+    # A flat {path: rank} mapping and a params-like tree of ranks agree where both readings
+    # apply (a flat params dict), so a mapping whose values are all ranks is read by path.
+    if isinstance(ranks, Mapping) and all(isinstance(v, (int, np.integer, list, tuple,
+                                                         np.ndarray)) for v in ranks.values()):
+        mapping = {str(k): v for k, v in ranks.items()}
+    else:
+        leaves, _ = flatten_with_paths(ranks, is_leaf=is_rank_leaf)
+        mapping = {p: r for p, r in leaves if r is not None}
+    targets = set(target_paths)
+    stray = [p for p in mapping if p not in targets]
+    if stray:
+        raise ValueError(f"ranks given for non-target path(s) {stray}")
+    missing = [p for p in target_paths if p not in mapping]
+    if missing:
+        raise ValueError(f"no rank for target path(s) {missing} (give 0 to protect nothing)")
+    return mapping
+
+
+def _rank_array(path: str, rank: Any, batch: tuple[int, ...], r: int) -> np.ndarray:
+    arr = np.asarray(rank)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{path}: rank must be an int or ints, got {rank!r}")
+    if arr.ndim == 0:
+        arr = np.broadcast_to(arr, batch)
+    elif arr.size == math.prod(batch):
+        arr = arr.reshape(batch)
+    else:
+        raise ValueError(f"{path}: {arr.size} ranks given for {math.prod(batch)} stacked "
+                         f"matrices (batch shape {batch})")
+    if arr.size and (arr.min() < 0 or arr.max() > r):
+        raise ValueError(f"{path}: rank out of range 0..{r} (min dim): got {arr.ravel().tolist()}")
+    return arr
+
+
+def compute_bases(
+    params: Any,
+    ranks: Any,
+    targets: Any,
+    method: str = "exact",
+    *,
+    oversample: int = 10,
+    power_iters: int = 2,
+    seed: int = 0,
+) -> Any:
+    """Pytree like ``params`` with a ``SubspaceBasis`` at each target and None elsewhere.
+
+    Host side, outside jit: one float32 SVD per matrix (per batch index for stacked leaves).
+
+    Args:
+      params: the current weights (dict or ``nnx.State``).
+      ranks: ``{path: k}`` (an int, or ints per batch index for stacked leaves), or a pytree
+        like params with those at the targets. ``0 <= k <= min(m, n)``.
+      targets: from ``select_targets(params)``.
+      method: ``"exact"`` thin SVD, or ``"randomized"`` range finder (cheaper for small k).
+      oversample, power_iters, seed: randomized range finder settings.
+    """
+    if method not in ("exact", "randomized"):
+        raise ValueError(f"method must be 'exact' or 'randomized', got {method!r}")
+    t_leaves, t_def = flatten_with_paths(targets, is_leaf=is_spec_or_none)
+    try:
+        p_leaves = t_def.flatten_up_to(params)
+    except (ValueError, TypeError):
+        raise ValueError("targets and params have different structures") from None
+    target_paths = [p for p, s in t_leaves if s is not None]
+    rank_map = _normalize_ranks(ranks, target_paths, params)
+    key = jax.random.key(seed)
+    out = []
+    for (path, spec), leaf in zip(t_leaves, p_leaves):
+        if spec is None:
+            out.append(None)
+            continue
+        if not is_floating(leaf):
+            raise TypeError(f"{path}: target leaf must be floating, got dtype "
+                            f"{getattr(leaf, 'dtype', type(leaf).__name__)}")
+        key, sub = jax.random.split(key)
+        out.append(_leaf_basis(path, leaf, spec, rank_map[path], method, sub,
+                               oversample, power_iters))
+    return t_def.unflatten(out)
+
+
+def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters) -> SubspaceBasis:
+    spec = spec.resolve(leaf.ndim, path)
+    batch, m, n = spec.matrix_shape(leaf.shape)
+    r = min(m, n)
+    ks = _rank_array(path, rank, batch, r)
+    k_max = int(ks.max()) if ks.size else 0
+    k_min = int(ks.min()) if ks.size else 0
+    # Stacked leaves share one storage form; pick the narrower padded width per complete side.
+    in_comp = m == r and (r - k_min) < k_max
+    out_comp = n == r and (r - k_min) < k_max
+    w_in = r - k_min if in_comp else k_max
+    w_out = r - k_min if out_comp else k_max
+    mats = np.asarray(spec.to_matrix(jnp.asarray(leaf, jnp.float32))).reshape(-1, m, n)
+    ins, outs = [], []
+    for i, k in enumerate(ks.ravel().tolist()):
+        a, b = _side_bases(mats[i], k, method, jax.random.fold_in(key, i),
+                           oversample, power_iters, need_full=(in_comp or out_comp))
+        ins.append(_side(a, k, r, in_comp, w_in, m))
+        outs.append(_side(b, k, r, out_comp, w_out, n))
+    stack_in = jnp.stack(ins).reshape(batch + (m, w_in)) if ins else jnp.zeros(batch + (m, w_in))
+    stack_out = (jnp.stack(outs).reshape(batch + (n, w_out)) if outs
+                 else jnp.zeros(batch + (n, w_out)))
+    return SubspaceBasis(stack_in, stack_out, spec, in_comp, out_comp)
+
+
+def _side_bases(mat, k, method, key, oversample, power_iters, need_full):
+    """Input- and output-side singular vectors: all r of them (exact) or the top k."""
+    if method == "exact":
+        a, _, b = exact_svd(jnp.asarray(mat))
+        return a, b
+    if k == 0:
+        m, n = mat.shape
+        return jnp.zeros((m, 0), jnp.float32), jnp.zeros((n, 0), jnp.float32)
+    a, _, b = randomized_svd(jnp.asarray(mat), key, k, oversample, power_iters)
+    return a, b
+
+
+def _side(vectors, k, r, complement, width, dim):
+    """Stored columns for one side and one matrix, zero-padded to ``width``."""
+    if complement:
+        cols = vectors[:, k:r] if vectors.shape[1] == r else orthogonal_complement(vectors, k)
+    else:
+        cols = vectors[:, :k]
+    pad = width - cols.shape[1]
+    return jnp.pad(cols, ((0, 0), (0, pad))) if pad else cols
