@@ -1,0 +1,45 @@
+"""Rank selection from activation statistics (method sections 3 and 4).
+
+``import asvd_jax.ranks`` needs jax and numpy only; the nnx helpers import flax when called.
+
+Typical task boundary::
+
+    svds = weight_svds(params, targets)                   # one float32 SVD per matrix
+    stats = collect_statistics(capture_fn, params, batches, targets, svds=svds)
+    plan = plan_ranks(stats, PaperPolicy(mrr=0.1, trr=0.8))
+    print(plan.table()); plan.save(checkpoint_dir / "rank_plan.json")
+    bases = compute_bases(params, plan.ranks(), targets)
+"""
+
+from asvd_jax.ranks._matrix import MatrixSVD, weight_svds
+from asvd_jax.ranks._nnx import collect_statistics_nnx, nnx_capture_fn
+from asvd_jax.ranks._plan import RankEntry, RankPlan, plan_ranks
+from asvd_jax.ranks._policies import (
+    EnergyPolicy,
+    Override,
+    PaperPolicy,
+    ProgressivePolicy,
+    RankPolicy,
+    UniformPolicy,
+    importances,
+)
+from asvd_jax.ranks._stats import MatrixStatistics, collect_statistics
+
+__all__ = [
+    "EnergyPolicy",
+    "MatrixSVD",
+    "MatrixStatistics",
+    "Override",
+    "PaperPolicy",
+    "ProgressivePolicy",
+    "RankEntry",
+    "RankPlan",
+    "RankPolicy",
+    "UniformPolicy",
+    "collect_statistics",
+    "collect_statistics_nnx",
+    "importances",
+    "nnx_capture_fn",
+    "plan_ranks",
+    "weight_svds",
+]

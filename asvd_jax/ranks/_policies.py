@@ -1,0 +1,214 @@
+"""Policies that turn activation statistics into a protected rank k per target matrix.
+
+Every policy gives, per matrix (per stack entry), the *protected fraction* k / min(d_in, d_out):
+the share of singular directions whose subspace the update may not touch. 0 is plain
+fine-tuning, 1 a frozen matrix. This is the only direction the word is used in.
+
+* ``PaperPolicy(mrr, trr)``: importance I = max(mean cos(x, W x), 0) per matrix, normalised
+  over all targets to mean 1 (I_n = I / mean I), fraction r = mrr + I_n (trr - mrr), and
+  k = floor(r min_dim) clamped to [0, min_dim]. Without clamping mean(r) = trr exactly.
+* ``ProgressivePolicy(task, num_tasks)``: k = floor((t - 1) / T * min_dim) in every matrix.
+* ``UniformPolicy(fraction)``: k = floor(fraction * min_dim) in every matrix.
+* ``EnergyPolicy(tau)``: the smallest k whose top-k input directions carry a share tau of the
+  previous task's input activation energy (min_dim when even all of them carry less).
+* ``Override(pattern, protected_fraction=... | k=...)``: applied after any policy; the first
+  override whose pattern matches a path (``re.search``, case-insensitive) wins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from typing import Protocol
+
+import numpy as np
+
+from asvd_jax.ranks._stats import MatrixStatistics
+
+
+def _fraction_to_k(fraction: np.ndarray, min_dim: int) -> np.ndarray:
+    # A tiny slack keeps exact products such as 0.8 * 10 from flooring to 7 in binary floats.
+    k = np.floor(np.asarray(fraction, np.float64) * min_dim + 1e-9)
+    return np.clip(k, 0, min_dim).astype(np.int64)
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+class RankPolicy(Protocol):
+    name: str
+
+    def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
+        """{path: k array of the matrix's stack shape (0-d for a plain matrix)}."""
+        ...
+
+
+def importances(stats: Mapping[str, MatrixStatistics], nonsquare: str = "truncate",
+                clip_negative: bool = True) -> dict[str, np.ndarray]:
+    """{path: mean cos(x, W x) per stack entry}, negative values clipped to 0 if asked."""
+    out = {}
+    for path, st in stats.items():
+        cos = np.asarray(st.mean_cosine(nonsquare), np.float64)
+        out[path] = np.maximum(cos, 0.0) if clip_negative else cos
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperPolicy:
+    """The paper's importance-weighted ranks (Nayak et al. 2025, section 3.2)."""
+
+    mrr: float = 0.1
+    """Minimum protected fraction, reached by a matrix of importance 0."""
+    trr: float = 0.8
+    """Target protected fraction, the mean over all matrices before clamping."""
+    nonsquare: str = "truncate"
+    """Cosine of a non-square W: "truncate" (paper: first min(d_in, d_out) coordinates of x and
+    W x) or "polar" (cos(x, P x), P the input-side polar factor; docs/ranks.md)."""
+    clip_negative: bool = True
+    """Clip negative mean cosines to 0 before normalising (the paper's later version)."""
+    name: str = dataclasses.field(default="paper", init=False)
+
+    def __post_init__(self):
+        _check_fraction("PaperPolicy.mrr", self.mrr)
+        _check_fraction("PaperPolicy.trr", self.trr)
+        if self.nonsquare not in ("truncate", "polar"):
+            raise ValueError(f"PaperPolicy.nonsquare must be 'truncate' or 'polar', got {self.nonsquare!r}")
+
+    def fractions(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
+        """Unclamped protected fractions r = mrr + I_n (trr - mrr); their mean over all
+        matrices (every stack entry counts once) is trr."""
+        imp = importances(stats, self.nonsquare, self.clip_negative)
+        flat = np.concatenate([v.ravel() for v in imp.values()])
+        mean = float(flat.mean()) if flat.size else 0.0
+        if not mean > 0:
+            raise ValueError(
+                f"PaperPolicy: mean importance over all targets is {mean:.3g}; it cannot be "
+                "normalised (every mean cosine is <= 0). Use another policy or overrides."
+            )
+        return {p: self.mrr + (v / mean) * (self.trr - self.mrr) for p, v in imp.items()}
+
+    def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
+        return {p: _fraction_to_k(f, stats[p].min_dim) for p, f in self.fractions(stats).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressivePolicy:
+    """The released scripts' budget: task t of T protects floor((t - 1) / T * min_dim)."""
+
+    task: int
+    """1-based index of the task about to be trained (task 1 protects nothing)."""
+    num_tasks: int
+    """Number of tasks T in the sequence."""
+    name: str = dataclasses.field(default="progressive", init=False)
+
+    def __post_init__(self):
+        if not isinstance(self.num_tasks, int) or self.num_tasks < 1:
+            raise ValueError(f"ProgressivePolicy.num_tasks must be an int >= 1, got {self.num_tasks!r}")
+        if not isinstance(self.task, int) or not 1 <= self.task <= self.num_tasks:
+            raise ValueError(f"ProgressivePolicy.task must be an int in [1, {self.num_tasks}], got {self.task!r}")
+
+    def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
+        # Integer arithmetic: floor((t-1) * d / T) exactly, no float rounding.
+        return {p: np.full(st.stack_shape, (self.task - 1) * st.min_dim // self.num_tasks, np.int64)
+                for p, st in stats.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformPolicy:
+    """The same protected fraction in every matrix."""
+
+    fraction: float
+    """Protected fraction, k = floor(fraction * min_dim)."""
+    name: str = dataclasses.field(default="uniform", init=False)
+
+    def __post_init__(self):
+        _check_fraction("UniformPolicy.fraction", self.fraction)
+
+    def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
+        return {p: _fraction_to_k(np.full(st.stack_shape, self.fraction), st.min_dim)
+                for p, st in stats.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class EnergyPolicy:
+    """GPM-style threshold: smallest k with energy_retained(k) >= tau, along the weight's own
+    singular order (the directions that would be protected), not the activations' PCA."""
+
+    tau: float
+    """Share of the previous task's input activation energy to protect, in [0, 1]."""
+    name: str = dataclasses.field(default="energy", init=False)
+
+    def __post_init__(self):
+        _check_fraction("EnergyPolicy.tau", self.tau)
+
+    def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
+        out = {}
+        for p, st in stats.items():
+            frac = st.energy_retained()  # (*stack, r + 1), non-decreasing in k
+            reached = frac >= self.tau - 1e-12
+            # First k that reaches tau; min_dim when none does (all directions protected).
+            k = np.where(reached.any(-1), reached.argmax(-1), st.min_dim)
+            out[p] = k.astype(np.int64)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Override:
+    """Force the protected rank of every target whose path matches ``pattern``.
+
+    Give exactly one of ``protected_fraction`` (k = floor(f * min_dim)) or ``k`` (clamped to
+    min_dim, so a large k means frozen).
+    """
+
+    pattern: str
+    """Regular expression, ``re.search`` on the path, case-insensitive."""
+    protected_fraction: float | None = None
+    k: int | None = None
+
+    def __post_init__(self):
+        if (self.protected_fraction is None) == (self.k is None):
+            raise ValueError(f"Override({self.pattern!r}): give exactly one of protected_fraction or k")
+        if self.protected_fraction is not None:
+            _check_fraction(f"Override({self.pattern!r}).protected_fraction", self.protected_fraction)
+        if self.k is not None and (not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool)
+                                   or self.k < 0):
+            raise ValueError(f"Override({self.pattern!r}).k must be an int >= 0, got {self.k!r}")
+        try:
+            re.compile(self.pattern)
+        except re.error as err:
+            raise ValueError(f"Override pattern {self.pattern!r} is not a valid regex: {err}") from None
+
+    def matches(self, path: str) -> bool:
+        return re.search(self.pattern, path, re.IGNORECASE) is not None
+
+    def rank(self, min_dim: int) -> int:
+        if self.k is not None:
+            return min(int(self.k), min_dim)
+        return int(_fraction_to_k(self.protected_fraction, min_dim))
+
+
+def apply_overrides(ranks: Mapping[str, np.ndarray], stats: Mapping[str, MatrixStatistics],
+                    overrides: tuple[Override, ...]) -> dict[str, np.ndarray]:
+    """Ranks with the first matching override applied; ValueError for an override that
+    matches no target (a typo must not silently leave a matrix unprotected or frozen)."""
+    out = dict(ranks)
+    used = [False] * len(overrides)
+    for path, st in stats.items():
+        hits = [i for i, ov in enumerate(overrides) if ov.matches(path)]
+        for i in hits:
+            used[i] = True
+        if hits:
+            out[path] = np.full(st.stack_shape, overrides[hits[0]].rank(st.min_dim), np.int64)
+    unused = [ov.pattern for ov, u in zip(overrides, used) if not u]
+    if unused:
+        raise ValueError(f"override pattern(s) {unused} match no target path")
+    return out
+
+
+def policy_params(policy: RankPolicy) -> dict:
+    """The policy's settings as a JSON-ready dict (everything but its name)."""
+    return {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy) if f.name != "name"}
+
