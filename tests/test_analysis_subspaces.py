@@ -129,3 +129,30 @@ def test_output_norm_per_direction_rejects_bad_input():
         output_norm_per_direction(k, np.ones((2, 4)), reduce="max")
     with pytest.raises(ValueError, match="rms"):
         output_norm_per_direction(k, second_moment=np.eye(4), reduce="mean")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_output_norms_from_rank_statistics_agree_with_activations(seed):
+    import jax.numpy as jnp
+
+    from asvd_jax.analysis import output_norm_from_statistics
+    from asvd_jax.ranks._stats import collect_statistics
+
+    rng = np.random.default_rng(seed)
+    kernel = rng.standard_normal((6, 4)).astype(np.float32)
+    inputs = rng.standard_normal((2, 5, 6)).astype(np.float32)
+    mask = (rng.random((2, 5)) < 0.8).astype(np.float32)
+    mask[0, 0] = 1.0
+
+    def capture_fn(params, batch):
+        return {"w/kernel": batch["x"]}, batch["mask"]
+
+    params = {"w": {"kernel": jnp.asarray(kernel)}}
+    stats = collect_statistics(capture_fn, params, [{"x": inputs, "mask": mask}], ["w/kernel"])
+    for reduce in ("mean", "rms"):
+        s, norms = output_norm_from_statistics(stats["w/kernel"], reduce)
+        s_ref, ref = output_norm_per_direction(kernel, inputs, mask=mask.astype(bool), reduce=reduce)
+        assert_close(s, s_ref, "float32", scale=s_ref[0])
+        assert_close(norms, ref, "float32", scale=ref.max())
+    with pytest.raises(TypeError, match="output_norm"):
+        output_norm_from_statistics(object())

@@ -4,7 +4,13 @@
 functions import matplotlib when called.
 """
 
-from asvd_jax.analysis._directions import output_norm_per_direction
+from asvd_jax.analysis._directions import output_norm_from_statistics, output_norm_per_direction
+from asvd_jax.analysis._protected import (
+    protected_columns,
+    protected_subspace_angles,
+    protected_subspace_overlap,
+    weight_change_in_protected,
+)
 from asvd_jax.analysis._spectra import (
     MatrixSpectrum,
     effective_rank,
@@ -20,10 +26,15 @@ __all__ = [
     "effective_rank",
     "energy_rank",
     "orthonormal_basis",
+    "output_norm_from_statistics",
     "output_norm_per_direction",
     "principal_angles",
+    "protected_columns",
+    "protected_subspace_angles",
+    "protected_subspace_overlap",
     "singular_spectrum",
     "spectra_table",
     "stable_rank",
     "subspace_overlap",
+    "weight_change_in_protected",
 ]

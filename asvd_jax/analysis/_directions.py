@@ -90,3 +90,21 @@ def output_norm_per_direction(
     if reduce == "rms":
         return s, s * np.sqrt(np.mean(proj**2, axis=0))
     return s, s * np.mean(np.abs(proj), axis=0)
+
+
+def output_norm_from_statistics(statistics: Any, reduce: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """``(singular_values, output_norms)`` from the rank module's activation statistics.
+
+    ``statistics`` is one ``MatrixStatistics`` (``asvd_jax.ranks``), which accumulates
+    mean_t s_i |a_i . x_t| (``"mean"``) and mean_t (a_i . x_t)^2 (giving ``"rms"``) in the same
+    pass that collects importance, so no activations need to be kept. Stack axes lead.
+    """
+    if reduce not in ("rms", "mean"):
+        raise ValueError(f"output_norm_from_statistics: reduce must be 'rms' or 'mean', got {reduce!r}")
+    for field in ("singular_values", "output_norm", "input_energy"):
+        if not hasattr(statistics, field):
+            raise TypeError(f"output_norm_from_statistics: statistics has no field {field!r}")
+    s = np.asarray(statistics.singular_values, np.float64)
+    if reduce == "mean":
+        return s, np.asarray(statistics.output_norm, np.float64)
+    return s, s * np.sqrt(np.maximum(np.asarray(statistics.input_energy, np.float64), 0.0))
