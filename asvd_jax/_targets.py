@@ -152,6 +152,8 @@ def select_targets(
     used_inc, used_exc, used_spec = set(), set(), set()
     out = []
     for path, leaf in leaves:
+        excluded = [i for i, r in enumerate(exc) if r.search(path)]
+        used_exc.update(excluded)
         hits = [i for i, r in enumerate(inc) if r.search(path)] if inc is not None else [None]
         used_inc.update(h for h in hits if h is not None)
         if not hits or getattr(leaf, "ndim", 0) < 2:
@@ -163,8 +165,6 @@ def select_targets(
                                 f"leaf of dtype {getattr(leaf, 'dtype', None)}")
             out.append(None)
             continue
-        excluded = [i for i, r in enumerate(exc) if r.search(path)]
-        used_exc.update(excluded)
         if excluded:
             out.append(None)
             continue
@@ -179,7 +179,7 @@ def select_targets(
         excl = (exclude,) if isinstance(exclude, str) else tuple(exclude)
         unused = [excl[i] for i in range(len(exc)) if i not in used_exc]
         if unused:
-            raise ValueError(f"exclude pattern(s) {unused} match no candidate target")
+            raise ValueError(f"exclude pattern(s) {unused} match no parameter path")
     unused = [spec_items[i][0] for i in range(len(spec_items)) if i not in used_spec]
     if unused:
         raise ValueError(f"specs pattern(s) {unused} match no target")
