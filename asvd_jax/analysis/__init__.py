@@ -19,9 +19,23 @@ from asvd_jax.analysis._spectra import (
     spectra_table,
     stable_rank,
 )
+from asvd_jax.analysis._tables import (
+    LayerGrid,
+    layer_grid,
+    plan_grid,
+    plan_values,
+    plans_over_tasks,
+    split_path,
+)
 from asvd_jax.analysis._subspaces import orthonormal_basis, principal_angles, subspace_overlap
 
 __all__ = [
+    "LayerGrid",
+    "layer_grid",
+    "plan_grid",
+    "plan_values",
+    "plans_over_tasks",
+    "split_path",
     "MatrixSpectrum",
     "effective_rank",
     "energy_rank",

@@ -119,22 +119,11 @@ def weight_change_in_protected(delta: Any, bases: Any, mode: str = "strict") -> 
       bases: the ``SubspaceBasis`` pytree the task trained under.
       mode: projection mode, as in ``asvd_jax.project``.
     """
-    # The core's own projection defines "protected": the same code the optimizer runs.
-    import jax.numpy as jnp
+    # The core's leakage diagnostic runs the same projection code as the optimizer.
+    from asvd_jax._diagnostics import protected_leakage
 
-    from asvd_jax._bases import align
-    from asvd_jax._projection import project
-
-    items, _ = align(bases, delta, "delta")
     out = {}
-    for path, basis, upd in items:
-        if basis is None:
-            continue
-        upd = jnp.asarray(upd, jnp.float32)
-        protected = basis.spec.to_matrix(upd - project(upd, basis, mode, path))
-        full = basis.spec.to_matrix(upd)
-        num = np.linalg.norm(np.asarray(protected, np.float64), axis=(-2, -1))
-        den = np.linalg.norm(np.asarray(full, np.float64), axis=(-2, -1))
-        frac = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    for path, frac in protected_leakage(delta, bases, mode).items():
+        frac = np.asarray(frac, np.float64)
         out[path] = float(frac) if frac.ndim == 0 else frac
     return out
