@@ -1,0 +1,258 @@
+"""Elastic weight consolidation (Kirkpatrick et al. 2017), online form (Schwarz et al. 2018).
+
+After task t the diagonal empirical Fisher of that task's loss is estimated at the task's
+final params theta*_t from N samples (batches or single examples) of its training data,
+
+    F_t = (1/N) sum_n (d loss_n / d theta)^2,
+
+and folded into a running Fisher with the anchor moved to the newest params:
+
+    F <- gamma F + F_t,        theta* <- theta*_t.
+
+Every later task trains all params on its own loss plus
+
+    penalty(theta) = lambda/2 * sum_i F_i (theta_i - theta*_i)^2
+
+over the penalised leaves. gamma = 1 sums the Fishers of all past tasks around the latest
+anchor (Huszar's correction of multi-anchor EWC); gamma < 1 lets old tasks fade (online EWC).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from asvd_jax._paths import flatten_with_paths
+from asvd_jax.cl.baselines._common import (
+    adamw,
+    check_positive,
+    floating_leaves,
+    lookup,
+    nest,
+    target_specs,
+    to_float,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class EWCConfig:
+    """Settings of the EWC baseline."""
+
+    ewc_lambda: float = 1000.0
+    """lambda of the quadratic penalty. Its useful range depends on the Fisher's scale: a
+    batch-mode Fisher is roughly batch-size times smaller than an example-mode one."""
+    gamma: float = 1.0
+    """Decay of the running Fisher per task (1 = plain sum over past tasks)."""
+    fisher_mode: Literal["batch", "example"] = "example"
+    """Square the gradient of each example's loss ("example", the textbook empirical Fisher;
+    needs every batch leaf to share a leading batch axis) or of each batch's mean loss
+    ("batch", batch-size times fewer backward passes, but near a converged optimum the
+    batch-mean gradient is mostly noise and the estimate shrinks towards zero)."""
+    fisher_batches: int | None = 16
+    """How many of the finished task's batches the Fisher sees (None: all of them)."""
+    scope: Literal["all", "targets"] = "all"
+    """Penalise every floating param ("all") or only the target matrices ("targets")."""
+    learning_rate: float = 1e-5
+    """AdamW learning rate (full fine-tuning range of the published runs)."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
+
+    def __post_init__(self):
+        check_positive("EWCConfig.ewc_lambda", self.ewc_lambda, allow_zero=True)
+        check_positive("EWCConfig.gamma", self.gamma, allow_zero=True)
+        if self.gamma > 1:
+            raise ValueError(f"EWCConfig.gamma must be in [0, 1], got {self.gamma}")
+        if self.fisher_mode not in ("batch", "example"):
+            raise ValueError(f"EWCConfig.fisher_mode must be 'batch' or 'example', got {self.fisher_mode!r}")
+        if self.fisher_batches is not None and (
+            not isinstance(self.fisher_batches, int) or self.fisher_batches < 1
+        ):
+            raise ValueError(f"EWCConfig.fisher_batches must be a positive int or None, got {self.fisher_batches!r}")
+        if self.scope not in ("all", "targets"):
+            raise ValueError(f"EWCConfig.scope must be 'all' or 'targets', got {self.scope!r}")
+        check_positive("EWCConfig.learning_rate", self.learning_rate)
+        check_positive("EWCConfig.weight_decay", self.weight_decay, allow_zero=True)
+
+
+def ewc_penalty(params: Any, fisher: dict, anchor: dict, strength: float) -> jax.Array:
+    """lambda/2 * sum_i F_i (theta_i - theta*_i)^2, in float32, over the leaves of ``params``
+    that have an entry in the path-nested ``fisher`` (and ``anchor``)."""
+    total = jnp.zeros((), jnp.float32)
+    for path, leaf in flatten_with_paths(params)[0]:
+        f = lookup(fisher, path)
+        if f is None:
+            continue
+        diff = leaf.astype(jnp.float32) - lookup(anchor, path).astype(jnp.float32)
+        total = total + jnp.sum(f * jnp.square(diff))
+    return 0.5 * strength * total
+
+
+def _batch_size(batch: dict) -> int:
+    sizes = {}
+    for path, leaf in flatten_with_paths(batch)[0]:
+        shape = np.shape(leaf)
+        if not shape:
+            raise ValueError(f"fisher_mode='example': batch entry {path!r} has no batch axis")
+        sizes[path] = shape[0]
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"fisher_mode='example': batch entries disagree on the batch size: {sizes}")
+    return next(iter(sizes.values()))
+
+
+def diagonal_fisher(
+    loss_fn: Callable[[Any, dict], jax.Array],
+    params: Any,
+    batches: Iterable[dict],
+    paths: Iterable[str],
+    mode: Literal["batch", "example"] = "batch",
+    max_batches: int | None = None,
+) -> tuple[dict[str, jax.Array], int]:
+    """Diagonal empirical Fisher ``{path: (1/N) sum_n g_n^2}`` (float32) and N.
+
+    ``g_n`` is the gradient of ``loss_fn(params, batch)`` for batch n ("batch") or of the
+    loss of example n alone, fed as a batch of one ("example").
+    """
+    paths = tuple(paths)
+
+    def squared_grads(p, batch):
+        grads = dict(flatten_with_paths(jax.grad(loss_fn)(p, batch))[0])
+        return {k: jnp.square(grads[k].astype(jnp.float32)) for k in paths}
+
+    if mode == "batch":
+        step = jax.jit(squared_grads)
+    else:
+        def step(p, batch):
+            # A scan keeps one example's gradient alive at a time (vmap would hold them all).
+            def body(acc, example):
+                single = jax.tree.map(lambda x: x[None], example)
+                sq = squared_grads(p, single)
+                return {k: acc[k] + sq[k] for k in paths}, None
+
+            zeros = {k: jnp.zeros(leaf.shape, jnp.float32) for k, leaf in floating_leaves(p).items() if k in paths}
+            return jax.lax.scan(body, zeros, batch)[0]
+
+        step = jax.jit(step)
+
+    total, count = None, 0
+    for i, batch in enumerate(batches):
+        if max_batches is not None and i >= max_batches:
+            break
+        count += 1 if mode == "batch" else _batch_size(batch)
+        sq = step(params, batch)
+        total = sq if total is None else {k: total[k] + sq[k] for k in paths}
+    if total is None:
+        raise ValueError("diagonal_fisher: the task yielded no batches")
+    fisher = {k: v / count for k, v in total.items()}
+    for k, v in fisher.items():
+        if not bool(jnp.all(jnp.isfinite(v))):
+            raise ValueError(f"diagonal_fisher: the Fisher at {k!r} is not finite (loss NaN on some batch?)")
+    return fisher, count
+
+
+class EWC:
+    """EWC as a :class:`~asvd_jax.cl.Method`: trains all params, adds the quadratic penalty.
+
+    Host state between tasks: the running Fisher and the anchor (``carry_state``).
+    """
+
+    name = "ewc"
+
+    def __init__(self, config: EWCConfig = EWCConfig()):
+        if not isinstance(config, EWCConfig):
+            raise TypeError(f"ewc(config): expected EWCConfig, got {type(config).__name__}")
+        self.config = config
+        self._fisher: dict[str, jax.Array] = {}
+        self._anchor: dict[str, jax.Array] = {}
+
+    def _penalised_paths(self, ctx) -> list[str]:
+        leaves = floating_leaves(ctx.params)
+        if self.config.scope == "all":
+            return list(leaves)
+        specs = target_specs(ctx.targets)
+        missing = [p for p in specs if p not in leaves]
+        if missing:
+            raise ValueError(f"EWC scope='targets': target paths not among the float params: {missing}")
+        return list(specs)
+
+    def start_task(self, ctx) -> tuple[Any, dict]:
+        if not self._fisher:
+            return ctx.params, {}
+        leaves = floating_leaves(ctx.params)
+        for path, f in self._fisher.items():
+            if path not in leaves or leaves[path].shape != f.shape:
+                got = None if path not in leaves else leaves[path].shape
+                raise ValueError(f"EWC: stored Fisher for {path!r} has shape {f.shape}, params have {got}")
+        return ctx.params, {"fisher": nest(self._fisher), "anchor": nest(self._anchor)}
+
+    def effective_params(self, trainable: Any, frozen: dict) -> Any:
+        return trainable
+
+    def penalty(self, trainable: Any, frozen: dict) -> jax.Array:
+        if not frozen:
+            return jnp.zeros((), jnp.float32)
+        return ewc_penalty(trainable, frozen["fisher"], frozen["anchor"], self.config.ewc_lambda)
+
+    def optimizer(self, ctx) -> optax.GradientTransformation:
+        return adamw(self.config.learning_rate, self.config.weight_decay)
+
+    def finish_task(self, trainable: Any, frozen: dict, ctx) -> tuple[Any, dict]:
+        cfg = self.config
+        paths = self._penalised_paths(ctx)
+        fisher_t, count = diagonal_fisher(
+            ctx.adapter.loss, trainable, ctx.current_batches(), paths, cfg.fisher_mode, cfg.fisher_batches
+        )
+        if self._fisher:
+            self._fisher = {p: cfg.gamma * self._fisher[p] + fisher_t[p] for p in paths}
+        else:
+            self._fisher = fisher_t
+        leaves = floating_leaves(trainable)
+        # A copy: the runner may donate the params buffers to the next task's train step.
+        self._anchor = {p: jnp.array(leaves[p], copy=True) for p in paths}
+        total_size = sum(int(v.size) for v in self._fisher.values())
+        record = {
+            "method": self.name,
+            "task": int(ctx.index),
+            "ewc_lambda": float(cfg.ewc_lambda),
+            "gamma": float(cfg.gamma),
+            "fisher_mode": cfg.fisher_mode,
+            "fisher_samples": int(count),
+            "penalised_leaves": len(paths),
+            "penalised_params": total_size,
+            "fisher_task": {
+                p: {"mean": to_float(jnp.mean(v)), "max": to_float(jnp.max(v))} for p, v in fisher_t.items()
+            },
+            "fisher_total": {
+                "mean": sum(to_float(jnp.sum(v)) for v in self._fisher.values()) / max(total_size, 1),
+                "max": max(to_float(jnp.max(v)) for v in self._fisher.values()),
+            },
+        }
+        return trainable, record
+
+    def carry_state(self) -> dict | None:
+        """Arrays a resumed run needs: ``{"fisher", "anchor"}`` nested by path (None before task 1 ends)."""
+        if not self._fisher:
+            return None
+        return {"fisher": nest(self._fisher), "anchor": nest(self._anchor)}
+
+    def restore_carry_state(self, tree: dict | None) -> None:
+        """Inverse of :meth:`carry_state`."""
+        if tree is None:
+            self._fisher, self._anchor = {}, {}
+            return
+        if not isinstance(tree, dict) or set(tree) != {"fisher", "anchor"}:
+            raise ValueError(f"EWC carry state must be a dict with keys 'fisher' and 'anchor', got {tree!r:.200}")
+        fisher = {p: jnp.asarray(v) for p, v in flatten_with_paths(tree["fisher"])[0]}
+        anchor = {p: jnp.asarray(v) for p, v in flatten_with_paths(tree["anchor"])[0]}
+        if set(fisher) != set(anchor):
+            raise ValueError("EWC carry state: 'fisher' and 'anchor' name different params")
+        self._fisher, self._anchor = fisher, anchor
+
+
+def ewc(config: EWCConfig = EWCConfig()) -> EWC:
+    """The EWC baseline for the continual-learning runner."""
+    return EWC(config)
