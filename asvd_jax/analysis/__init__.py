@@ -5,6 +5,15 @@ functions import matplotlib when called.
 """
 
 from asvd_jax.analysis._directions import output_norm_from_statistics, output_norm_per_direction
+from asvd_jax.analysis._plots import (
+    plot_accuracy_matrix,
+    plot_forgetting,
+    plot_layer_grid,
+    plot_output_norms,
+    plot_rank_plan,
+    plot_rank_plans_over_tasks,
+    plot_spectra,
+)
 from asvd_jax.analysis._protected import (
     protected_columns,
     protected_subspace_angles,
@@ -30,6 +39,13 @@ from asvd_jax.analysis._tables import (
 from asvd_jax.analysis._subspaces import orthonormal_basis, principal_angles, subspace_overlap
 
 __all__ = [
+    "plot_accuracy_matrix",
+    "plot_forgetting",
+    "plot_layer_grid",
+    "plot_output_norms",
+    "plot_rank_plan",
+    "plot_rank_plans_over_tasks",
+    "plot_spectra",
     "LayerGrid",
     "layer_grid",
     "plan_grid",
