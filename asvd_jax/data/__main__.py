@@ -1,0 +1,68 @@
+"""``python -m asvd_jax.data``: build (or load) a task sequence and print its sizes.
+
+    python -m asvd_jax.data [--order 1] [--per-class-train 40 ...] [--data-dir DIR]
+    python -m asvd_jax.data --custom my_sequence.yaml
+    python -m asvd_jax.data --olora ROOT --order 4      python -m asvd_jax.data --trace ROOT
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from asvd_jax.data._suite import SuiteConfig, offline_sequence
+from asvd_jax.data._tasks import SPLITS, TaskSequence, suite_fingerprint
+
+
+def describe(sequence: TaskSequence) -> str:
+    """A plain-text table: per task, split sizes and the class counts of each split."""
+    lines = [f"sequence {sequence.name}: {len(sequence)} tasks, fingerprint {suite_fingerprint(sequence)[:16]}"]
+    for i, task in enumerate(sequence, start=1):
+        sizes = ", ".join(f"{s} {len(task.split(s))}" for s in SPLITS)
+        lines.append(f"{i}. {task.name} ({len(task.options) or 'free-form'} classes): {sizes}")
+        if task.options:
+            for split in SPLITS:
+                counts = " ".join(f"{k}={v}" for k, v in task.class_counts(split).items())
+                lines.append(f"     {split:5s} {counts}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m asvd_jax.data", description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--custom", metavar="YAML", help="a custom sequence config")
+    source.add_argument("--olora", metavar="ROOT", help="a local O-LoRA CL_Benchmark folder")
+    source.add_argument("--trace", metavar="ROOT", help="a local TRACE benchmark folder")
+    parser.add_argument("--order", type=int, default=1, help="task order (offline 1-3, O-LoRA 1-6)")
+    parser.add_argument("--data-dir", default=None, help="cache folder of the offline suite")
+    defaults = SuiteConfig()
+    for field in ("per_class_train", "per_class_dev", "per_class_test", "seed", "max_chars"):
+        parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(defaults, field))
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    if args.custom:
+        from asvd_jax.data._custom import load_custom_sequence
+
+        sequence = load_custom_sequence(args.custom)
+    elif args.olora:
+        from asvd_jax.data._benchmarks import load_olora_sequence
+
+        sequence = load_olora_sequence(args.olora, args.order)
+    elif args.trace:
+        from asvd_jax.data._benchmarks import load_trace_sequence
+
+        sequence = load_trace_sequence(args.trace)
+    else:
+        sequence = offline_sequence(
+            args.order, args.data_dir, per_class_train=args.per_class_train,
+            per_class_dev=args.per_class_dev, per_class_test=args.per_class_test,
+            seed=args.seed, max_chars=args.max_chars,
+        )
+    print(describe(sequence))
+    print(f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
