@@ -66,6 +66,10 @@ def write_tasks(folder: Path, tasks: Mapping[str, Task], config: Mapping) -> Pat
             json.dump(manifest, f, ensure_ascii=False, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
+        # mkdtemp makes the folder private (0700); the cache is meant to be shared like any other.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         try:
             os.rename(tmp, folder)
         except OSError:

@@ -14,6 +14,7 @@ train, so growing the train size keeps the test set). The built suite is cached 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 from asvd_jax.data import _sources
@@ -77,6 +78,7 @@ class SuiteConfig:
         return {"train": self.per_class_train, "dev": self.per_class_dev, "test": self.per_class_test}
 
 
+@functools.lru_cache(maxsize=4)  # reading the sources is most of a build; pools are never mutated
 def _pools(max_chars: int) -> dict[str, dict[str, list[str]]]:
     tweets = _sources.tweet_pools(max_chars)
     return {
