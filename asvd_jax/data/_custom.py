@@ -164,7 +164,10 @@ def _json_rows(path: Path, fmt: str):
 
 
 def _scalar_str(value: Any, where: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool):
+        raise TypeError(f"{where}: got the boolean {value!r}; YAML reads unquoted yes/no/true/false/on/off "
+                        f"as booleans, so quote the word")
+    if not isinstance(value, (str, int, float)):
         raise TypeError(f"{where}: expected a string, got {value!r}")
     return str(value)
 
