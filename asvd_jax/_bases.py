@@ -59,21 +59,30 @@ def is_basis_or_none(x: Any) -> bool:
 
 
 def align(bases: Any, tree: Any, what: str) -> tuple[list[tuple[str, Any, Any]], Any]:
-    """``[(path, basis or None, subtree of tree)]`` with the bases' treedef.
+    """``[(path, basis or None, subtree of tree)]`` and the treedef to rebuild ``tree`` with.
 
     ``tree`` must have the bases' structure down to each bases leaf (e.g. the params, or the
-    updates, a dict or an ``nnx.State``). ValueError naming the first differing path otherwise.
+    updates, a dict or an ``nnx.State``). Failing that, leaves are matched by path string, so
+    bases built from an ``nnx.State`` with Variables also fit its pure (Variable-free) form.
+    ValueError naming a path when neither works.
     """
     b_leaves, b_def = flatten_with_paths(bases, is_leaf=is_basis_or_none)
     try:
         subtrees = b_def.flatten_up_to(tree)
+        return [(p, b, s) for (p, b), s in zip(b_leaves, subtrees)], b_def
     except (ValueError, TypeError):
-        t_paths = [p for p, _ in flatten_with_paths(tree)[0]]
-        b_paths = [p for p, _ in b_leaves]
-        diff = next((f"{a!r} in bases vs {b!r} in {what}" for a, b in zip(b_paths, t_paths)
-                     if a != b), f"{len(b_paths)} bases leaves vs {len(t_paths)} {what} leaves")
-        raise ValueError(f"bases and {what} have different structures: {diff}") from None
-    return [(p, b, s) for (p, b), s in zip(b_leaves, subtrees)], b_def
+        pass
+    t_leaves, t_def = flatten_with_paths(tree)
+    by_path = dict(b_leaves)
+    t_paths = {p for p, _ in t_leaves}
+    extra = [p for p, _ in t_leaves if p not in by_path]
+    missing = [p for p, _ in b_leaves if p not in t_paths]
+    if extra or missing or len(by_path) != len(b_leaves):
+        where = (f"{what} leaf {extra[0]!r} has no bases entry" if extra else
+                 f"bases entry {missing[0]!r} has no {what} leaf" if missing else
+                 "bases paths are not unique")
+        raise ValueError(f"bases and {what} have different structures: {where}")
+    return [(p, by_path[p], leaf) for p, leaf in t_leaves], t_def
 
 
 def _normalize_ranks(ranks: Any, target_paths: Sequence[str], params: Any) -> dict[str, Any]:
