@@ -112,6 +112,14 @@ class Checkpointer:
             if n != latest:
                 shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
 
+    def remove(self, prefix: str) -> None:
+        """Delete every checkpoint whose name starts with ``prefix`` (committed or not),
+        except the one ``latest.json`` points to."""
+        latest = (self.latest() or {}).get("name")
+        for n in os.listdir(self.root):
+            if n.startswith(prefix) and n != latest:
+                shutil.rmtree(os.path.join(self.root, n), ignore_errors=True)
+
     # ------------------------------------------------------------------------- reading
     def committed(self) -> list[str]:
         return sorted(

@@ -106,12 +106,15 @@ class MethodConfig:
     """Regexes removed from the targets."""
     train_non_targets: bool = True
     """Train embeddings, norms and head without constraint (as all public code does)."""
-    ewc_lambda: float = 100.0
-    """EWC penalty strength."""
+    ewc_lambda: float = 1000.0
+    """EWC penalty strength (lambda/2 sum F (theta - theta*)^2)."""
     lora_rank: int = 8
     """LoRA / O-LoRA rank."""
-    lora_alpha: float = 16.0
+    lora_alpha: float = 32.0
     """LoRA / O-LoRA scale numerator (scale = alpha / rank)."""
+    lora_lr: float = 1e-3
+    """LoRA / O-LoRA learning rate (adapters train with a larger rate than full
+    fine-tuning; ``train.lr`` is used by the full fine-tuning methods)."""
     olora_lambda1: float = 0.5
     """O-LoRA orthogonality weight."""
     olora_lambda2: float = 0.0
@@ -181,7 +184,9 @@ class CheckpointConfig:
     export_hf: bool = True
     """Export the final model in the HF safetensors layout."""
     keep_steps: int = 1
-    """Mid-task checkpoints kept (task-end checkpoints are all kept)."""
+    """Mid-task checkpoints kept (they are deleted once their task ends)."""
+    keep_tasks: int = 1
+    """Task-end checkpoints kept, newest first (0 = all; one SmolLM2 checkpoint is ~0.5 GB)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,210 @@
+"""Model adapters: the glue between the runner and a model family.
+
+An adapter owns the split model (``graphdef`` static, ``params`` traced, ``rest`` fixed) and
+knows how to turn examples into fixed-shape batches, compute the training loss, hand
+activations to rank statistics, evaluate a task and export the model:
+
+* ``train_batch(items)`` with ``items = [(task, example), ...]``: numpy batch of fixed shape
+  (rows padded to ``batch_size``, tokens to ``max_len``) so the jitted step compiles once.
+* ``loss(params, batch)`` (traced): mean over answer tokens (decoder, T5) or examples
+  (encoder option cross-entropy).
+* ``capture_fn(params, batch)`` (traced): ``({kernel path: inputs}, token mask)`` for
+  ``asvd_jax.ranks.collect_statistics``.
+* ``evaluate(params, task, examples)``: ``{"accuracy", "option_accuracy", ...}`` where
+  ``accuracy`` is the family's headline protocol.
+* ``lm_loss(params, texts)``: held-out LM loss in nats per token (None if the family has no
+  LM head).
+* ``export(params, folder)``: HF safetensors layout.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class ModelAdapter(Protocol):
+    family: str
+    graphdef: Any
+    params: Any
+    tokenizer: Any
+
+    def train_batch(self, items: Sequence[tuple[Any, Any]]) -> dict[str, np.ndarray]: ...
+
+    def loss(self, params: Any, batch: dict) -> Any: ...
+
+    def capture_fn(self, params: Any, batch: dict) -> tuple[dict, Any]: ...
+
+    def evaluate(self, params: Any, task: Any, examples: Sequence[Any]) -> dict: ...
+
+    def lm_loss(self, params: Any, texts: Sequence[str]) -> float | None: ...
+
+    def export(self, params: Any, folder: str) -> None: ...
+
+
+_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed (the exact-match normalisation)."""
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+
+
+def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """Append all-zero rows (no attention, no loss) up to ``rows``: one batch shape for jit."""
+    out = {}
+    for k, v in batch.items():
+        missing = rows - v.shape[0]
+        if missing < 0:
+            raise ValueError(f"batch has {v.shape[0]} rows, more than {rows}")
+        fill = np.zeros((missing, *v.shape[1:]), v.dtype)
+        out[k] = np.concatenate([v, fill], axis=0) if missing else v
+    return out
+
+
+def split_model(model: Any) -> tuple[Any, Any, Any]:
+    from flax import nnx
+
+    return nnx.split(model, nnx.Param, ...)
+
+
+class DecoderAdapter:
+    """Llama-family decoders: answer-only LM loss; greedy exact match + option scoring."""
+
+    family = "llama"
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_len: int, batch_size: int,
+                 eval_batch_size: int = 16, max_new_tokens: int = 6, protocol: str = "auto"):
+        self.graphdef, self.params, self.rest = split_model(model)
+        self.tokenizer = tokenizer
+        self.max_len = max_len
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.max_new_tokens = max_new_tokens
+        self.protocol = "both" if protocol == "auto" else protocol
+        self._option_fn = None
+
+    def model(self, params: Any) -> Any:
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, params, self.rest)
+
+    # ------------------------------------------------------------------------- training
+    def train_batch(self, items):
+        from asvd_jax.data import decoder_batch, format_prompt
+
+        prompts = [format_prompt(task, ex.text) for task, ex in items]
+        answers = [ex.label for _, ex in items]
+        batch = decoder_batch(self.tokenizer, prompts, answers, self.max_len, pad_to=self.max_len)
+        return pad_rows(batch, self.batch_size)
+
+    def loss(self, params, batch):
+        import jax.numpy as jnp
+
+        from asvd_jax.models.llama import token_logprobs
+
+        lp = token_logprobs(self.model(params), batch["input_ids"], batch["attention_mask"])
+        mask = batch["loss_mask"].astype(jnp.float32)
+        return -(lp * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+    def capture_fn(self, params, batch):
+        from asvd_jax.models._capture import capture
+
+        model = self.model(params)
+        with capture() as acts:
+            model.hidden_states(batch["input_ids"], batch["attention_mask"])
+        return dict(acts), batch["attention_mask"]
+
+    # ----------------------------------------------------------------------- evaluation
+    def _prompt_ids(self, task, examples) -> list[list[int]]:
+        from asvd_jax.data import decoder_batch, format_prompt
+
+        prompts = [format_prompt(task, ex.text) for ex in examples]
+        b = decoder_batch(self.tokenizer, prompts, None, self.max_len, padding_side="right")
+        return [row[: int(m.sum())].tolist() for row, m in zip(b["input_ids"], b["attention_mask"])]
+
+    def _option_ids(self, task) -> list[list[int]]:
+        eos = [self.tokenizer.eos_id] if self.tokenizer.eos_id is not None else []
+        # Options are scored as the model was trained to emit them: " label" then EOS.
+        return [self.tokenizer.encode(" " + o) + eos for o in task.options]
+
+    def evaluate(self, params, task, examples):
+        from asvd_jax.models._generation import generate, score_token_options
+
+        if not examples:
+            raise ValueError(f"task {task.name!r}: no evaluation examples")
+        model = self.model(params)
+        prompt_ids = self._prompt_ids(task, examples)
+        labels = [normalize_answer(ex.label) for ex in examples]
+        out: dict[str, Any] = {"n": len(examples)}
+        if self.protocol in ("generate", "both") or not task.options:
+            eos = self.tokenizer.eos_id
+            gen = []
+            for s in range(0, len(prompt_ids), self.eval_batch_size):
+                gen += generate(model, prompt_ids[s:s + self.eval_batch_size], self.max_new_tokens,
+                                eos, pad_id=self.tokenizer.pad_id)
+            texts = [normalize_answer(self.tokenizer.decode(g)) for g in gen]
+            out["generate_accuracy"] = float(np.mean([t == l for t, l in zip(texts, labels)]))
+            opts = {normalize_answer(o) for o in task.options}
+            # Share of answers that are no label word at all (format drift) and the most
+            # frequent prediction (drift towards one task's labels shows up here).
+            out["invalid_rate"] = float(np.mean([t not in opts for t in texts])) if opts else 0.0
+            values, counts = np.unique(texts, return_counts=True)
+            out["top_prediction"] = str(values[np.argmax(counts)]) if len(values) else ""
+        if task.options and self.protocol in ("options", "both"):
+            scores = self._score(model, prompt_ids, self._option_ids(task))
+            pred = [normalize_answer(task.options[j]) for j in scores.argmax(axis=1)]
+            out["option_accuracy"] = float(np.mean([p == l for p, l in zip(pred, labels)]))
+        out["accuracy"] = out.get("generate_accuracy", out.get("option_accuracy"))
+        return out
+
+    def _score(self, model, prompt_ids, option_ids):
+        import functools
+
+        from flax import nnx
+
+        from asvd_jax.models._generation import _decoder_option_logprobs, score_token_options
+
+        graphdef, state = nnx.split(model)
+        fn = functools.partial(_decoder_option_logprobs, graphdef, state)
+        return score_token_options(fn, prompt_ids, option_ids, pad_id=self.tokenizer.pad_id,
+                                   batch_size=self.eval_batch_size)
+
+    def lm_loss(self, params, texts):
+        import jax
+        import jax.numpy as jnp
+
+        from asvd_jax.models.llama import token_logprobs
+
+        if self._lm_fn is None:
+            def fn(params, ids, mask):
+                lp = token_logprobs(self.model(params), ids, mask)
+                return -lp.sum(), (mask[:, 1:] * mask[:, :-1]).sum()
+            self._lm_fn = jax.jit(fn)
+        bos = [self.tokenizer.bos_id] if self.tokenizer.bos_id is not None else []
+        rows = []
+        for t in texts:
+            ids = self.tokenizer.encode(t)
+            for s in range(0, len(ids), self.max_len - len(bos)):
+                rows.append(bos + ids[s:s + self.max_len - len(bos)])
+        total, count = 0.0, 0
+        for s in range(0, len(rows), self.eval_batch_size):
+            chunk = rows[s:s + self.eval_batch_size]
+            ids = np.full((self.eval_batch_size, self.max_len), self.tokenizer.pad_id, np.int32)
+            mask = np.zeros_like(ids)
+            for i, r in enumerate(chunk):
+                ids[i, :len(r)], mask[i, :len(r)] = r, 1
+            nll, n = self._lm_fn(params, jnp.asarray(ids), jnp.asarray(mask))
+            total, count = total + float(nll), count + int(n)
+        return total / max(count, 1)
+
+    _lm_fn = None
+
+    def export(self, params, folder):
+        from asvd_jax.models.llama import export_hf
+
+        export_hf(self.model(params), folder, tokenizer=self.tokenizer)

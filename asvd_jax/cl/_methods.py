@@ -1,0 +1,158 @@
+"""This method (ASVD) and sequential full fine-tuning as ``Method`` plug-ins.
+
+ASVD at task ``t >= 1`` (0-based): activation statistics of the previous task's data through
+the current model -> a rank plan -> protected singular bases of the current weights -> train
+with ``chain(inner optimizer, project_out_protected(bases))``: the projection is last, so
+the applied update ``W_t - W_0`` of every target stays out of the protected subspaces for
+any inner optimizer (AdamW's scaling and weight decay included). Task 0 is plain fine-tuning.
+
+Sequential fine-tuning (SeqFT) is the same with ``k = 0`` everywhere: no statistics, no bases.
+The ablation ``projection="none"`` computes statistics and the plan (so the record shows what
+*would* have been protected) but projects nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import asvd_jax as aj
+from asvd_jax.cl._config import MethodConfig
+from asvd_jax.cl._method import TaskContext
+
+InnerFactory = Callable[[TaskContext], optax.GradientTransformation]
+
+
+def freeze_non_targets(targets: Any) -> optax.GradientTransformation:
+    """Zero the updates of every leaf that is not a target (embeddings, norms, head)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        is_leaf = lambda x: x is None or isinstance(x, aj.MatrixSpec)
+        out = jax.tree.map(lambda spec, u: u if spec is not None else jnp.zeros_like(u),
+                           targets, updates, is_leaf=is_leaf)
+        return out, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+class SequentialFineTuning:
+    """Full fine-tuning of every parameter, task after task (the lower bound, k = 0)."""
+
+    name = "seqft"
+
+    def __init__(self, config: MethodConfig, inner: InnerFactory):
+        self.config = config
+        self._inner = inner
+
+    def start_task(self, ctx: TaskContext):
+        return ctx.params, None
+
+    def effective_params(self, trainable, frozen):
+        del frozen
+        return trainable
+
+    def penalty(self, trainable, frozen):
+        del trainable, frozen
+        return jnp.zeros((), jnp.float32)
+
+    def optimizer(self, ctx: TaskContext) -> optax.GradientTransformation:
+        return self._inner(ctx)
+
+    def finish_task(self, trainable, frozen, ctx: TaskContext):
+        del frozen, ctx
+        return trainable, {}
+
+
+class ASVD(SequentialFineTuning):
+    """Adaptive-SVD orthogonal-subspace fine-tuning (this method)."""
+
+    name = "asvd"
+
+    def __init__(self, config: MethodConfig, inner: InnerFactory):
+        super().__init__(config, inner)
+        self._bases = None
+        self._plan = None
+
+    def policy(self, ctx: TaskContext):
+        from asvd_jax import ranks
+
+        c = self.config
+        if c.rank_policy == "paper":
+            return ranks.PaperPolicy(mrr=c.mrr, trr=c.trr)
+        if c.rank_policy == "progressive":
+            return ranks.ProgressivePolicy(task=ctx.index + 1, num_tasks=ctx.num_tasks)
+        if c.rank_policy == "uniform":
+            return ranks.UniformPolicy(fraction=c.fraction)
+        return ranks.EnergyPolicy(tau=c.tau)
+
+    def start_task(self, ctx: TaskContext):
+        from asvd_jax import ranks
+
+        self._bases, self._plan = None, None
+        if ctx.index == 0 or ctx.previous_batches is None:
+            return ctx.params, None
+        svds = ranks.weight_svds(ctx.params, ctx.targets)
+        stats = ranks.collect_statistics(ctx.adapter.capture_fn, ctx.params,
+                                         ctx.previous_batches(), ctx.targets, svds=svds)
+        self._plan = ranks.plan_ranks(stats, self.policy(ctx))
+        # Bases also for the "none" ablation: nothing is projected, but the leakage record
+        # then shows how much of the update lands in what would have been protected.
+        self._bases = aj.compute_bases(ctx.params, self._plan.ranks(), ctx.targets)
+        return ctx.params, None
+
+    @property
+    def _mode(self) -> str:
+        return "strict" if self.config.projection == "none" else self.config.projection
+
+    def optimizer(self, ctx: TaskContext) -> optax.GradientTransformation:
+        parts = [self._inner(ctx)]
+        if not self.config.train_non_targets:
+            parts.append(freeze_non_targets(ctx.targets))
+        if self._bases is not None and self.config.projection != "none":
+            parts.append(aj.project_out_protected(self._bases, self.config.projection))
+        return optax.chain(*parts)
+
+    def leakage(self, trainable, ctx: TaskContext) -> dict[str, float]:
+        """Protected share of this task's change so far: max / mean over targets, worst path."""
+        if self._bases is None:
+            return {}
+        delta = jax.tree.map(lambda a, b: a - b, trainable, ctx.params)
+        leak = {p: float(np.max(np.asarray(v))) for p, v in
+                aj.protected_leakage(delta, self._bases, self._mode).items()}
+        if not leak:
+            return {}
+        return {"max": max(leak.values()), "mean": float(np.mean(list(leak.values()))),
+                "worst": max(leak, key=leak.get)}
+
+    def finish_task(self, trainable, frozen, ctx: TaskContext):
+        record: dict[str, Any] = {}
+        if self._plan is not None:
+            record["rank_plan"] = json.loads(self._plan.to_json())
+            record["rank_summary"] = self._plan.summary()
+        leak = self.leakage(trainable, ctx)
+        if leak:
+            record["leakage"] = leak
+        return trainable, record
+
+
+def build_method(config: MethodConfig, inner: InnerFactory):
+    """The Method object for ``config.name`` (``mtl`` trains like SeqFT on the joint data)."""
+    if config.name in ("seqft", "mtl"):
+        method = SequentialFineTuning(config, inner)
+        method.name = config.name
+        return method
+    if config.name == "asvd":
+        return ASVD(config, inner)
+    from asvd_jax.cl import _baselines_glue
+
+    return _baselines_glue.build(config, inner)

@@ -1,0 +1,121 @@
+"""What a run leaves behind: accuracy heatmap (PNG) and a markdown summary.
+
+Both are rebuilt from ``metrics.json`` alone, so ``asvd-jax report RUN_DIR`` can redo them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+
+def load_metrics(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "metrics.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing (is {run_dir!r} a run directory?)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def plot_accuracy_matrix(metrics: dict, path: str, key: str = "accuracy_matrix") -> str | None:
+    """Heatmap of R[i, j] (rows: after training stage i; columns: evaluated task j)."""
+    rows = metrics.get(key) or []
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    r = np.asarray(rows, np.float64) * 100
+    tasks = metrics["tasks"]
+    stages = [row["stage"] for row in metrics["rows"]][: len(r)]
+    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2.5, 0.7 * len(r) + 2))
+    im = ax.imshow(r, vmin=0, vmax=100, cmap="viridis")
+    ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
+    ax.set_yticks(range(len(r)), [f"after {s}" for s in stages])
+    for i in range(r.shape[0]):
+        for j in range(r.shape[1]):
+            ax.text(j, i, f"{r[i, j]:.0f}", ha="center", va="center",
+                    color="white" if r[i, j] < 60 else "black", fontsize=9)
+    ax.set_title(f"{metrics.get('method', '?')}: accuracy (%)  [{metrics.get('protocol', '')}]")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _pct(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{100 * x:.1f}"
+
+
+def summary_markdown(metrics: dict) -> str:
+    """A short human-readable report of one run."""
+    tasks = metrics["tasks"]
+    lines = [f"# Run `{metrics.get('name', '')}`", "",
+             f"- method: **{metrics.get('method')}**, model: {metrics.get('model')}, "
+             f"sequence: {metrics.get('sequence')} ({len(tasks)} tasks)",
+             f"- status: {metrics.get('status')}",
+             f"- headline protocol: {metrics.get('protocol')}", ""]
+    s = metrics.get("summary") or {}
+    if s:
+        lines += ["| metric | headline | option scoring |", "|---|---|---|"]
+        for key, label in (("average_accuracy", "average accuracy (%)"), ("bwt", "BWT (pts)"),
+                           ("fwt", "FWT (pts)"), ("forgetting", "forgetting (pts)")):
+            lines.append(f"| {label} | {_pct(s.get(key))} | {_pct(s.get('option_' + key))} |")
+        lines.append("")
+    for key, title in (("accuracy_matrix", "Accuracy matrix (%)"),
+                       ("option_accuracy_matrix", "Option-scoring accuracy matrix (%)")):
+        rows = metrics.get(key) or []
+        if rows:
+            lines += [f"## {title}", "", "| after \\ on | " + " | ".join(tasks) + " |",
+                      "|---" * (len(tasks) + 1) + "|"]
+            for row, acc in zip(metrics["rows"], rows):
+                lines.append(f"| {row['stage']} | " + " | ".join(_pct(a) for a in acc) + " |")
+            lines.append("")
+    z = metrics.get("zero_shot") or {}
+    if z.get("accuracy"):
+        lines += ["Zero-shot: " + ", ".join(f"{t} {_pct(a)}" for t, a in zip(tasks, z["accuracy"])), ""]
+    g = metrics.get("general_ability")
+    if g:
+        lines += [f"General-ability LM loss (held-out text): {g['lm_loss_before']:.3f} -> "
+                  f"{g['lm_loss_after']:.3f} nats/token (perplexity x{g['perplexity_ratio']:.2f})", ""]
+    lines += ["## Training", "", "| stage | micro-batches | mean loss | last loss | seconds | leakage max |",
+              "|---|---|---|---|---|---|"]
+    for row in metrics["rows"]:
+        t = row.get("train", {})
+        leak = (row.get("record") or {}).get("leakage", {}).get("max")
+        lines.append(f"| {row['stage']} | {t.get('micro_steps')} | {t.get('mean_loss', float('nan')):.4f} | "
+                     f"{t.get('last_loss', float('nan')):.4f} | {t.get('seconds', 0):.0f} | "
+                     f"{'' if leak is None else f'{leak:.2e}'} |")
+    timing = metrics.get("timing") or {}
+    if timing:
+        lines += ["", "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run_dir: str, metrics: dict | None = None) -> dict[str, str]:
+    """(Re)write heatmap(s) and summary.md of ``run_dir``; returns their paths."""
+    metrics = metrics if metrics is not None else load_metrics(run_dir)
+    out = {}
+    for key, name in (("accuracy_matrix", "accuracy_matrix.png"),
+                      ("option_accuracy_matrix", "option_accuracy_matrix.png")):
+        p = plot_accuracy_matrix(metrics, os.path.join(run_dir, name), key)
+        if p:
+            out[key] = p
+    path = os.path.join(run_dir, "summary.md")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(summary_markdown(metrics))
+    os.replace(tmp, path)
+    out["summary"] = path
+    return out

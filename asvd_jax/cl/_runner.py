@@ -1,0 +1,453 @@
+"""The continual-learning runner: one ``run(config)`` for every method and model family.
+
+For each stage (a task; for MTL one joint stage over all tasks):
+
+1. ``method.start_task(ctx)``: ASVD collects statistics on the previous task's data, plans
+   ranks and computes bases from the current weights; baselines set up their factors.
+2. Training: the generic jitted step over deterministic micro-batches, gradient accumulation
+   through ``optax.MultiSteps``; a non-finite loss stops the run (the last checkpoint stays).
+3. ``method.finish_task``: the new params and a record (rank plan, leakage, Fisher summary).
+4. Evaluation of every task of the sequence -> one row of the accuracy matrix.
+5. A task-end checkpoint (params, carry state, AdamW moments when carried) and metrics.json,
+   both committed atomically, so ``resume=True`` continues a killed run exactly.
+
+After the sequence: metrics (AA, BWT, FWT, forgetting), general-ability LM loss, heatmap,
+summary.md and the model in the HF safetensors layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+import asvd_jax as aj
+from asvd_jax.cl import _metrics
+from asvd_jax.cl._checkpoint import Checkpointer, write_json_atomic
+from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
+from asvd_jax.cl._method import TaskContext
+from asvd_jax.cl._progress import Progress, counter
+from asvd_jax.cl._sequence import TaskStream, derive_seed, load_sequence, statistics_items
+from asvd_jax.cl._train import (
+    adam_states,
+    inner_optimizer,
+    make_train_step,
+    transplant_adam,
+    with_accumulation,
+)
+
+
+class RunError(RuntimeError):
+    """A run cannot continue (non-finite loss, mismatched resume); the message says why."""
+
+
+# Config fields that may differ between a run and its resumption.
+_RESUME_FREE = {("run", "stop_after_task"), ("run", "progress")}
+
+
+def default_run_name(config: ExperimentConfig) -> str:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{config.method.name}-{config.data.suite}{config.data.order}-{stamp}"
+
+
+def make_adapter(config: ExperimentConfig, model: Any, tokenizer: Any):
+    from asvd_jax.cl import _adapter
+
+    kw = dict(max_len=config.data.max_len, batch_size=config.train.batch_size,
+              eval_batch_size=config.eval.batch_size)
+    if config.model.family == "llama":
+        return _adapter.DecoderAdapter(model, tokenizer, max_new_tokens=config.eval.max_new_tokens,
+                                       protocol=config.eval.protocol, **kw)
+    from asvd_jax.cl import _adapters_enc
+
+    if config.model.family == "bert":
+        return _adapters_enc.EncoderAdapter(model, tokenizer, **kw)
+    return _adapters_enc.Seq2SeqAdapter(model, tokenizer, max_new_tokens=config.eval.max_new_tokens,
+                                        protocol=config.eval.protocol, **kw)
+
+
+def _enable_compile_cache() -> None:
+    # Identical steps (SeqFT's tasks, reruns) then reuse compiled programs across processes.
+    folder = os.environ.get("ASVD_JAX_COMPILE_CACHE",
+                            os.path.join(os.path.expanduser("~"), ".cache", "asvd_jax", "xla"))
+    if folder and folder != "0":
+        try:
+            jax.config.update("jax_compilation_cache_dir", folder)
+        except Exception:  # an older jax without the option: run uncached
+            pass
+
+
+def _comparable(config: ExperimentConfig) -> dict:
+    d = to_dict(config)
+    for section, key in _RESUME_FREE:
+        d[section].pop(key, None)
+    return d
+
+
+class Runner:
+    """State of one run; ``run()`` below is the entry point."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: str | None = None, resume: bool = False):
+        self.config = validate(config)
+        c = self.config
+        self.resume = resume
+        self.run_dir = os.path.abspath(run_dir or os.path.join(c.run.out_dir, c.run.name or default_run_name(c)))
+        self.progress = Progress(c.run.progress)
+        self.timing: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------- set-up
+    def _prepare_dir(self) -> dict | None:
+        import yaml
+
+        cfg_path = os.path.join(self.run_dir, "config.yaml")
+        metrics_path = os.path.join(self.run_dir, "metrics.json")
+        if self.resume:
+            if not os.path.isfile(cfg_path):
+                raise RunError(f"--resume: {cfg_path} missing (not a run directory)")
+            with open(cfg_path) as f:
+                saved = yaml.safe_load(f)
+            from asvd_jax.cl._config import apply_overrides
+
+            saved_cfg = apply_overrides(ExperimentConfig(), saved)
+            if _comparable(saved_cfg) != _comparable(self.config):
+                diff = [f"{s}.{k}" for s, sec in _comparable(self.config).items()
+                        for k, v in sec.items() if _comparable(saved_cfg)[s].get(k) != v]
+                raise RunError(f"--resume: the config differs from {cfg_path} in {diff}")
+            if os.path.isfile(metrics_path):
+                from asvd_jax.cl._report import load_metrics
+
+                return load_metrics(self.run_dir)
+            return None
+        if os.path.isfile(metrics_path):
+            raise RunError(f"{self.run_dir} already holds a run; use resume (--resume) or another run.name")
+        os.makedirs(self.run_dir, exist_ok=True)
+        tmp = cfg_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(to_yaml(self.config))
+        os.replace(tmp, cfg_path)
+        return None
+
+    def _timed(self, key: str, seconds: float) -> None:
+        self.timing[key] = self.timing.get(key, 0.0) + seconds
+
+    def setup(self) -> None:
+        from asvd_jax.cl._mesh import make_mesh, shard_tree
+        from asvd_jax.cl._models import load_model
+
+        c = self.config
+        if c.mesh.distributed:
+            jax.distributed.initialize()
+        _enable_compile_cache()
+        self.saved_metrics = self._prepare_dir()
+        t = time.perf_counter()
+        self.progress.log(f"[asvd-jax] run directory {self.run_dir}")
+        self.progress.log(f"[asvd-jax] building data ({c.data.suite}, order {c.data.order})")
+        self.sequence = load_sequence(c.data)
+        self.tasks = self.sequence.tasks
+        self._timed("data", time.perf_counter() - t)
+        t = time.perf_counter()
+        self.progress.log(f"[asvd-jax] loading model ({c.model.family}, {c.model.source})")
+        model, tokenizer, default_targets = load_model(c.model)
+        self.adapter = make_adapter(c, model, tokenizer)
+        self.mesh = make_mesh(c.mesh)
+        if self.mesh is not None and c.train.batch_size % (self.mesh.size) != 0:
+            raise RunError(f"train.batch_size={c.train.batch_size} must be a multiple of the "
+                           f"mesh size {self.mesh.size}")
+        self.params0 = shard_tree(self.adapter.params, self.mesh)
+        include = list(c.method.targets_include) or list(default_targets)
+        exclude = list(c.method.targets_exclude) or aj.DEFAULT_EXCLUDE
+        self.targets = aj.select_targets(self.params0, include=include, exclude=exclude)
+        self._timed("model", time.perf_counter() - t)
+        self.method = self._build_method()
+        if c.method.name == "mtl":
+            joint = [(task, ex) for task in self.tasks for ex in task.train]
+            self.stages = [("joint", joint)]
+        else:
+            self.stages = [(task.name, [(task, ex) for ex in task.train]) for task in self.tasks]
+        self.ckpt = Checkpointer(self.run_dir)
+
+    def _build_method(self):
+        from asvd_jax.cl._methods import build_method
+
+        def inner(ctx: TaskContext):
+            stream = TaskStream(self.stages[ctx.index][1], self.config.train, ctx.index)
+            return inner_optimizer(self.config.train, stream.optimizer_steps)
+
+        return build_method(self.config.method, inner)
+
+    # ------------------------------------------------------------------------- batches
+    def _device_batch(self, items):
+        from asvd_jax.cl._mesh import shard_batch
+
+        return shard_batch(self.adapter.train_batch(items), self.mesh)
+
+    def _stats_batches(self, stage: int):
+        """Batches of the previous stage's training data for rank statistics (with a bar)."""
+        c = self.config
+        task = self.tasks[stage - 1]
+        items = statistics_items(task, c.method.stats_examples, c.data.seed)
+        bs = c.train.batch_size
+        chunks = [items[s:s + bs] for s in range(0, len(items), bs)]
+
+        def gen():
+            for chunk in self.progress.bar(chunks, len(chunks), f"statistics ({task.name})"):
+                yield self._device_batch(chunk)
+
+        return gen
+
+    # ---------------------------------------------------------------------- evaluation
+    def evaluate_all(self, params, label: str) -> list[dict]:
+        t = time.perf_counter()
+        out = []
+        for task in self.progress.bar(self.tasks, len(self.tasks), f"evaluate ({label})"):
+            out.append({"task": task.name, **self.adapter.evaluate(params, task, task.split(self.config.eval.split))})
+        self._timed("evaluation", time.perf_counter() - t)
+        return out
+
+    def general_lm_loss(self, params) -> float | None:
+        if not self.config.eval.lm_loss:
+            return None
+        if self.config.data.general_text:
+            path = self.config.data.general_text
+            if not os.path.isfile(path):
+                raise RunError(f"data.general_text: {path!r} does not exist")
+            with open(path) as f:
+                texts = [p for p in f.read().split("\n\n") if p.strip()]
+        else:
+            from asvd_jax.cl._general_text import PARAGRAPHS
+
+            texts = list(PARAGRAPHS)
+        return self.adapter.lm_loss(params, texts)
+
+    # --------------------------------------------------------------------- checkpoints
+    def _carry(self) -> dict | None:
+        fn = getattr(self.method, "carry_state", None)
+        return fn() if fn is not None else None
+
+    def _restore_task_end(self, name: str) -> Any:
+        groups = {"params": self.params0}
+        restored = self.ckpt.restore(name, groups)
+        carry = self.ckpt.restore_raw(name, "carry")
+        fn = getattr(self.method, "restore_carry_state", None)
+        if carry is not None and fn is not None:
+            fn(carry)
+        return restored["params"]
+
+    def _save_task_end(self, stage: int, params, moments) -> None:
+        groups = {"params": params}
+        if moments is not None:
+            groups["adam"] = moments
+        self.ckpt.save(f"task-{stage:04d}", groups,
+                       {"kind": "task", "stage": stage, "task_index": stage,
+                        "rng_seed": self.config.train.seed},
+                       raw={"carry": self._carry()})
+        self.ckpt.remove("step-")  # mid-task checkpoints of a finished task are spent
+        self.ckpt.prune("task-", keep=self.config.checkpoint.keep_tasks)
+
+    # --------------------------------------------------------------------------- main
+    def _metrics_base(self) -> dict:
+        c = self.config
+        return {
+            "name": os.path.basename(self.run_dir),
+            "method": c.method.name,
+            "model": f"{c.model.family}:{c.model.source}",
+            "sequence": self.sequence.name,
+            "tasks": [t.name for t in self.tasks],
+            "protocol": "generate (greedy exact match)" if c.model.family != "bert" and c.eval.protocol in ("auto", "generate", "both")
+            else "options (restricted scoring)",
+            "rows": [],
+            "status": "running",
+        }
+
+    def write_metrics(self, metrics: dict) -> None:
+        metrics["timing"] = dict(self.timing)
+        write_json_atomic(os.path.join(self.run_dir, "metrics.json"), metrics)
+
+    def run(self) -> dict:
+        t_start = time.perf_counter()
+        self.setup()
+        c = self.config
+        metrics = self._metrics_base()
+        saved = self.saved_metrics or {}
+        if saved.get("timing"):
+            self.timing.update(saved["timing"])
+        params = self.params0
+        start_stage, step_meta, moments = 0, None, None
+        latest = self.ckpt.latest() if self.resume else None
+        if latest is not None:
+            stage = latest["stage"]
+            if latest["kind"] == "task":
+                params = self._restore_task_end(latest["name"])
+                start_stage = stage + 1
+                if "adam" in latest["leaf_counts"]:
+                    moments = latest["name"]
+            else:
+                if stage > 0:
+                    params = self._restore_task_end(f"task-{stage - 1:04d}")
+                start_stage, step_meta = stage, latest
+            self.progress.log(f"[asvd-jax] resuming from checkpoint {latest['name']}")
+        metrics["rows"] = list(saved.get("rows", []))[:start_stage]
+        for key in ("zero_shot", "general_ability"):
+            if key in saved:
+                metrics[key] = saved[key]
+        if c.eval.zero_shot and "zero_shot" not in metrics:
+            ev = self.evaluate_all(params, "zero-shot")
+            metrics["zero_shot"] = {"accuracy": [e["accuracy"] for e in ev],
+                                    "option_accuracy": [e.get("option_accuracy") for e in ev],
+                                    "eval": ev}
+        if "general_ability" not in metrics:
+            before = self.general_lm_loss(params)
+            if before is not None:
+                metrics["general_ability"] = {"lm_loss_before": before}
+        self.write_metrics(metrics)
+
+        for stage in range(start_stage, len(self.stages)):
+            params, moments = self._run_stage(stage, params, metrics, step_meta, moments)
+            step_meta = None
+            if c.run.stop_after_task == stage and stage < len(self.stages) - 1:
+                metrics["status"] = f"stopped after stage {stage} (run.stop_after_task)"
+                self.write_metrics(metrics)
+                self.params = params
+                return metrics
+
+        self._finish(params, metrics)
+        self._timed("total", time.perf_counter() - t_start)
+        metrics["status"] = "complete"
+        self.write_metrics(metrics)
+        from asvd_jax.cl._report import write_report
+
+        write_report(self.run_dir, metrics)
+        self.params = params
+        return metrics
+
+    def _run_stage(self, stage: int, params, metrics: dict, step_meta: dict | None, moments):
+        from asvd_jax.cl._mesh import shard_tree
+
+        c = self.config
+        name, items = self.stages[stage]
+        stream = TaskStream(items, c.train, stage)
+        prev = self._stats_batches(stage) if stage > 0 and c.method.name != "mtl" else None
+        ctx = TaskContext(
+            index=stage, num_tasks=len(self.stages), params=params, targets=self.targets,
+            adapter=self.adapter, previous_batches=prev,
+            current_batches=lambda: (self._device_batch(ch) for ch in stream.chunks()),
+            rng=jax.random.fold_in(jax.random.key(c.train.seed), stage),
+        )
+        t = time.perf_counter()
+        trainable, frozen = self.method.start_task(ctx)
+        self._timed("start_task", time.perf_counter() - t)
+        # The step donates its input buffers; ctx.params must survive (leakage, methods).
+        trainable = shard_tree(jax.tree.map(lambda x: x.copy(), trainable), self.mesh)
+        frozen = shard_tree(frozen, self.mesh)
+        opt = with_accumulation(self.method.optimizer(ctx), c.train.grad_accum)
+        # Copied for the same reason: the state may hold the method's own arrays (bases).
+        opt_state = shard_tree(jax.tree.map(lambda x: x.copy(), opt.init(trainable)), self.mesh)
+        if not c.train.fresh_optimizer and moments is not None:
+            if isinstance(moments, str):  # a checkpoint name: restore against this task's moments
+                moments = self.ckpt.restore(moments, {"adam": adam_states(opt_state)})["adam"]
+            opt_state = transplant_adam(opt_state, moments)
+        start, losses = 0, []
+        if step_meta is not None:
+            restored = self.ckpt.restore(step_meta["name"], {"trainable": trainable, "frozen": frozen,
+                                                             "opt_state": opt_state})
+            trainable, frozen, opt_state = restored["trainable"], restored["frozen"], restored["opt_state"]
+            start, losses = step_meta["micro_step"], list(step_meta["losses"])
+        step_fn = make_train_step(self.adapter, self.method, opt)
+        every = c.checkpoint.every_steps * c.train.grad_accum
+        t = time.perf_counter()
+        leakage_log = []
+        with counter(self.progress, stream.micro_steps, f"train {stage + 1}/{len(self.stages)} ({name})", start) as bar:
+            micro = start
+            for chunk in stream.chunks(start):
+                trainable, opt_state, loss, pen = step_fn(trainable, frozen, opt_state, self._device_batch(chunk))
+                loss = float(loss)
+                if not math.isfinite(loss) or not math.isfinite(float(pen)):
+                    latest = self.ckpt.latest()
+                    metrics["status"] = f"failed: non-finite loss at stage {stage} micro-batch {micro}"
+                    self.write_metrics(metrics)
+                    raise RunError(
+                        f"stage {stage} ({name}), micro-batch {micro}: loss is {loss} (penalty "
+                        f"{float(pen)}); the run stopped. Last good checkpoint: "
+                        f"{latest['name'] if latest else 'none (nothing finished yet)'} in "
+                        f"{self.ckpt.root}. Lower train.lr or enable train.max_grad_norm."
+                    )
+                losses.append(loss)
+                micro += 1
+                bar.update(1, loss=loss)
+                if every and micro % every == 0 and micro < stream.micro_steps:
+                    self.ckpt.save(f"step-{stage:04d}-{micro:06d}",
+                                   {"trainable": trainable, "frozen": frozen, "opt_state": opt_state},
+                                   {"kind": "step", "stage": stage, "micro_step": micro, "losses": losses})
+                    self.ckpt.prune("step-", keep=max(c.checkpoint.keep_steps, 1))
+                leak_fn = getattr(self.method, "leakage", None)
+                if (leak_fn is not None and c.train.leakage_every
+                        and (micro // c.train.grad_accum) % c.train.leakage_every == 0
+                        and micro % c.train.grad_accum == 0):
+                    leakage_log.append({"optimizer_step": micro // c.train.grad_accum,
+                                        **leak_fn(trainable, ctx)})
+        train_seconds = time.perf_counter() - t
+        self._timed("train", train_seconds)
+        new_moments = None if c.train.fresh_optimizer else adam_states(opt_state)
+        params, record = self.method.finish_task(trainable, frozen, ctx)
+        params = shard_tree(params, self.mesh)
+        if "rank_plan" in record:
+            os.makedirs(os.path.join(self.run_dir, "rank_plans"), exist_ok=True)
+            write_json_atomic(os.path.join(self.run_dir, "rank_plans", f"task-{stage:04d}-{name}.json"),
+                              record.pop("rank_plan"))
+        if leakage_log:
+            record["leakage_log"] = leakage_log
+        ev = self.evaluate_all(params, f"after {name}")
+        metrics["rows"].append({
+            "stage": name, "index": stage,
+            "train": {"micro_steps": len(losses), "optimizer_steps": len(losses) // c.train.grad_accum,
+                      "mean_loss": float(np.mean(losses)) if losses else float("nan"),
+                      "last_loss": losses[-1] if losses else float("nan"),
+                      "losses": losses, "seconds": train_seconds},
+            "record": record,
+            "eval": ev,
+        })
+        self._save_task_end(stage, params, new_moments)
+        self.write_metrics(metrics)
+        return params, new_moments
+
+    def _finish(self, params, metrics: dict) -> None:
+        c = self.config
+        rows = metrics["rows"]
+        acc = [[e["accuracy"] for e in row["eval"]] for row in rows]
+        metrics["accuracy_matrix"] = acc
+        opt_acc = [[e.get("option_accuracy") for e in row["eval"]] for row in rows]
+        if all(a is not None for r in opt_acc for a in r):
+            metrics["option_accuracy_matrix"] = opt_acc
+        zero = metrics.get("zero_shot")
+        summary: dict[str, Any] = {}
+        for prefix, mat, z in (("", acc, zero and zero["accuracy"]),
+                               ("option_", metrics.get("option_accuracy_matrix"),
+                                zero and zero.get("option_accuracy"))):
+            if not mat:
+                continue
+            if len(mat) == len(mat[0]):
+                zs = z if z and all(v is not None for v in z) else None
+                s = _metrics.summarize(mat, zs)
+            else:  # MTL: one joint stage, only the final row exists
+                s = {"average_accuracy": float(np.mean(mat[-1]))}
+            summary.update({prefix + k: v for k, v in s.items()})
+        metrics["summary"] = summary
+        g = metrics.get("general_ability")
+        if g is not None:
+            after = self.general_lm_loss(params)
+            metrics["general_ability"] = _metrics.general_ability_retention(g["lm_loss_before"], after)
+        if c.checkpoint.export_hf:
+            t = time.perf_counter()
+            self.adapter.export(params, os.path.join(self.run_dir, "model"))
+            self._timed("export", time.perf_counter() - t)
+
+
+def run(config: ExperimentConfig, *, run_dir: str | None = None, resume: bool = False) -> dict:
+    """Run ``config`` end to end (or continue it with ``resume=True``); returns metrics."""
+    return Runner(config, run_dir=run_dir, resume=resume).run()

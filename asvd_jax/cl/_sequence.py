@@ -1,0 +1,115 @@
+"""Task sequences and deterministic batch streams for the runner.
+
+Every stream is a pure function of (seed, task index, epoch), so a resumed run replays the
+exact batches of an uninterrupted one: the data position is just the micro-batch count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from asvd_jax.cl._config import DataConfig, TrainConfig
+
+
+def derive_seed(seed: int, *parts: Any) -> int:
+    """A 32-bit seed from ``seed`` and labels (stable across machines and Python runs)."""
+    h = hashlib.sha256(repr((seed, *parts)).encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def _subset(examples: Sequence[Any], cap: int, seed: int, what: str) -> tuple:
+    if cap <= 0 or cap >= len(examples):
+        return tuple(examples)
+    # A seeded random subset keeps the class balance in expectation without knowing labels.
+    idx = np.sort(np.random.default_rng(derive_seed(seed, what)).permutation(len(examples))[:cap])
+    return tuple(examples[i] for i in idx)
+
+
+def load_sequence(cfg: DataConfig):
+    """The ``TaskSequence`` of ``cfg`` with the task filter and size caps applied."""
+    import dataclasses
+
+    from asvd_jax import data
+
+    if cfg.suite == "offline":
+        kw = dict(per_class_train=cfg.per_class_train, per_class_dev=cfg.per_class_dev,
+                  per_class_test=cfg.per_class_test, seed=cfg.seed)
+        seq = data.offline_sequence(cfg.order, data_dir=cfg.data_dir or None, **kw)
+    elif cfg.suite == "olora":
+        if not cfg.root:
+            raise ValueError("data.root: the O-LoRA benchmark needs its local folder")
+        seq = data.load_olora_sequence(cfg.root, cfg.order)
+    elif cfg.suite == "trace":
+        if not cfg.root:
+            raise ValueError("data.root: TRACE needs its local folder")
+        seq = data.load_trace_sequence(cfg.root)
+    else:
+        if not cfg.path:
+            raise ValueError("data.path: a custom sequence needs its YAML file")
+        seq = data.load_custom_sequence(cfg.path)
+    tasks = seq.tasks
+    if cfg.tasks:
+        names = [t.name for t in tasks]
+        unknown = [n for n in cfg.tasks if n not in names]
+        if unknown:
+            raise ValueError(f"data.tasks: {unknown} not in sequence {seq.name!r} (tasks: {names})")
+        tasks = tuple(t for t in tasks if t.name in cfg.tasks)
+    out = []
+    for t in tasks:
+        out.append(dataclasses.replace(
+            t,
+            train=_subset(t.train, cfg.max_train_per_task, cfg.seed, ("train", t.name)),
+            dev=_subset(t.dev, cfg.max_eval_per_task, cfg.seed, ("dev", t.name)),
+            test=_subset(t.test, cfg.max_eval_per_task, cfg.seed, ("test", t.name)),
+        ))
+        if not out[-1].train:
+            raise ValueError(f"task {t.name!r} has no training examples")
+    return type(seq)(seq.name, tuple(out))
+
+
+class TaskStream:
+    """The micro-batches of one training stage: items ``(task, example)``, epochs, cap."""
+
+    def __init__(self, items: Sequence[tuple[Any, Any]], train: TrainConfig, stage: int):
+        self.items = list(items)
+        self.train = train
+        self.stage = stage
+        self.per_epoch = math.ceil(len(self.items) / train.batch_size)
+        total = self.per_epoch * train.epochs
+        if train.max_steps > 0:
+            total = min(total, train.max_steps)
+        # Whole optimizer steps only: a trailing partial accumulation would never be applied.
+        self.micro_steps = (total // train.grad_accum) * train.grad_accum
+        if self.micro_steps == 0:
+            raise ValueError(
+                f"stage {stage}: {len(self.items)} examples give {total} micro-batches, fewer than "
+                f"train.grad_accum={train.grad_accum}; lower grad_accum or batch_size"
+            )
+
+    @property
+    def optimizer_steps(self) -> int:
+        return self.micro_steps // self.train.grad_accum
+
+    def chunks(self, start: int = 0) -> Iterator[list[tuple[Any, Any]]]:
+        """Lists of items for micro-batches ``start, start+1, ...`` (deterministic)."""
+        from asvd_jax.data import batches
+
+        step = 0
+        for epoch in range(self.train.epochs):
+            seed = derive_seed(self.train.seed, "stage", self.stage, "epoch", epoch)
+            for chunk in batches(self.items, self.train.batch_size, seed=seed, shuffle=True):
+                if step >= self.micro_steps:
+                    return
+                if step >= start:
+                    yield list(chunk)
+                step += 1
+
+
+def statistics_items(task: Any, n: int, seed: int) -> list[tuple[Any, Any]]:
+    """The first ``n`` examples of a seeded shuffle of ``task.train`` (for rank statistics)."""
+    order = np.random.default_rng(derive_seed(seed, "stats", task.name)).permutation(len(task.train))
+    return [(task, task.train[i]) for i in order[:n]]

@@ -1,0 +1,98 @@
+"""The generic jitted train step, the inner optimizer, and optimizer-state carry-over.
+
+The step is the same for every method::
+
+    loss = adapter.loss(method.effective_params(trainable, frozen), batch)
+           + method.penalty(trainable, frozen)
+    grads = d loss / d trainable
+    updates, opt_state = opt.update(grads, opt_state, trainable)
+
+With ``grad_accum > 1`` the method's whole chain is wrapped in ``optax.MultiSteps``: gradients
+are averaged over micro-batches and the chain (projection included) runs once per optimizer
+step, so the projection cost is paid per step, not per micro-batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from asvd_jax.cl._config import TrainConfig
+
+
+def learning_rate(train: TrainConfig, total_steps: int) -> optax.Schedule | float:
+    """Constant, or warmup then linear / cosine decay to 0 over ``total_steps``."""
+    if train.schedule == "constant":
+        if train.warmup_steps:
+            return optax.linear_schedule(0.0, train.lr, train.warmup_steps)
+        return train.lr
+    total = max(total_steps, train.warmup_steps + 1)
+    if train.schedule == "linear":
+        return optax.join_schedules(
+            [optax.linear_schedule(0.0, train.lr, max(train.warmup_steps, 1)),
+             optax.linear_schedule(train.lr, 0.0, total - train.warmup_steps)],
+            [max(train.warmup_steps, 1)])
+    return optax.warmup_cosine_decay_schedule(0.0, train.lr, max(train.warmup_steps, 1), total)
+
+
+def inner_optimizer(train: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """(clip) + AdamW with the configured schedule: what every full fine-tuning method wraps."""
+    parts = []
+    if train.max_grad_norm > 0:
+        parts.append(optax.clip_by_global_norm(train.max_grad_norm))
+    parts.append(optax.adamw(learning_rate(train, total_steps), weight_decay=train.weight_decay))
+    return optax.chain(*parts)
+
+
+def with_accumulation(opt: optax.GradientTransformation, grad_accum: int) -> optax.GradientTransformation:
+    if grad_accum <= 1:
+        return opt
+    return optax.MultiSteps(opt, every_k_schedule=grad_accum).gradient_transformation()
+
+
+def make_train_step(adapter: Any, method: Any, opt: optax.GradientTransformation):
+    """Jitted ``(trainable, frozen, opt_state, batch) -> (trainable, opt_state, loss, penalty)``."""
+
+    def step(trainable, frozen, opt_state, batch):
+        def total(t):
+            task_loss = adapter.loss(method.effective_params(t, frozen), batch)
+            pen = jnp.asarray(method.penalty(t, frozen), jnp.float32)
+            return task_loss + pen, (task_loss, pen)
+
+        (_, (task_loss, pen)), grads = jax.value_and_grad(total, has_aux=True)(trainable)
+        updates, opt_state = opt.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        return trainable, opt_state, task_loss, pen
+
+    return jax.jit(step, donate_argnums=(0, 2))
+
+
+def adam_states(opt_state: Any) -> list[optax.ScaleByAdamState]:
+    """Every AdamW moment state inside a (nested) optax state, in traversal order."""
+    found = []
+    jax.tree.map(lambda n: found.append(n) if isinstance(n, optax.ScaleByAdamState) else None,
+                 opt_state, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))
+    return found
+
+
+def transplant_adam(new_state: Any, moments: list[optax.ScaleByAdamState]) -> Any:
+    """``new_state`` with its AdamW moments replaced by ``moments`` (carried from the last task).
+
+    Used when ``train.fresh_optimizer`` is off: the new task's chain may differ (new bases,
+    new ranks) but its AdamW moments have the shapes of the params, so they carry over.
+    """
+    it = iter(moments)
+
+    def swap(node):
+        if not isinstance(node, optax.ScaleByAdamState):
+            return node
+        old = next(it, None)
+        if old is None or jax.tree.structure(old) != jax.tree.structure(node):
+            raise ValueError("cannot carry AdamW moments across tasks: the optimizer structure "
+                             "changed (set train.fresh_optimizer=true)")
+        return old
+
+    return jax.tree.map(swap, new_state, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))
