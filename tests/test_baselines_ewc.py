@@ -5,6 +5,7 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from test_baselines_harness import leaves_by_path, make_ctx, run_task, tiny_params
@@ -178,3 +179,31 @@ def test_config_and_state_validation():
     params = {"w": jnp.ones((3, 2))}
     with pytest.raises(ValueError, match="'w' has shape"):
         method.start_task(make_ctx(1, params, None, [], targets={"w": aj.MatrixSpec()}))
+
+
+def test_example_fisher_skips_padding_rows():
+    """Rows that carry no loss (the runner pads batches to a fixed size) are not examples."""
+    params = {"w": jax.random.normal(jax.random.key(0), (3, 2))}
+
+    def loss(p, b):
+        per_row = jnp.mean(jnp.square(b["x"] @ p["w"] - b["y"]), axis=-1)
+        return jnp.sum(per_row * b["mask"]) / jnp.maximum(jnp.sum(b["mask"]), 1.0)
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 3)).astype(np.float32), rng.normal(size=(4, 2)).astype(np.float32)
+    mask = np.array([1, 1, 0, 0], np.float32)
+    fisher, count = diagonal_fisher(loss, params, [{"x": x, "y": y, "mask": mask}], ["w"], "example")
+    w = np.asarray(params["w"], np.float64)
+    want = np.mean([np.outer(x[n], x[n] @ w - y[n]) ** 2 for n in range(2)], axis=0)
+    assert count == 2
+    assert_close(fisher["w"], want, np.float32)
+    with pytest.raises(ValueError, match="zero gradient"):
+        diagonal_fisher(loss, params, [{"x": x, "y": y, "mask": 0 * mask}], ["w"], "example")
+
+
+def test_optimizer_factory_replaces_the_config_adamw():
+    chain = optax.sgd(0.1)
+    ctx = make_ctx(0, {"w": jnp.ones((2, 2))}, None, [], targets={"w": aj.MatrixSpec()})
+    assert ewc(EWCConfig(), optimizer=lambda c: chain).optimizer(ctx) is chain
+    with pytest.raises(TypeError, match="optimizer"):
+        ewc(EWCConfig(), optimizer=chain)

@@ -39,6 +39,9 @@ from asvd_jax.cl.baselines._common import (
 )
 
 
+OptimizerFactory = Callable[[Any], optax.GradientTransformation]
+
+
 @dataclasses.dataclass(frozen=True)
 class EWCConfig:
     """Settings of the EWC baseline."""
@@ -92,7 +95,7 @@ def ewc_penalty(params: Any, fisher: dict, anchor: dict, strength: float) -> jax
     return 0.5 * strength * total
 
 
-def _batch_size(batch: dict) -> int:
+def _check_batch_axis(batch: dict) -> None:
     sizes = {}
     for path, leaf in flatten_with_paths(batch)[0]:
         shape = np.shape(leaf)
@@ -101,7 +104,6 @@ def _batch_size(batch: dict) -> int:
         sizes[path] = shape[0]
     if len(set(sizes.values())) != 1:
         raise ValueError(f"fisher_mode='example': batch entries disagree on the batch size: {sizes}")
-    return next(iter(sizes.values()))
 
 
 def diagonal_fisher(
@@ -115,38 +117,48 @@ def diagonal_fisher(
     """Diagonal empirical Fisher ``{path: (1/N) sum_n g_n^2}`` (float32) and N.
 
     ``g_n`` is the gradient of ``loss_fn(params, batch)`` for batch n ("batch") or of the
-    loss of example n alone, fed as a batch of one ("example").
+    loss of example n alone, fed as a batch of one ("example"). In "example" mode a row whose
+    gradient is exactly zero (a padding row that carries no loss) is not counted in N.
     """
     paths = tuple(paths)
 
     def squared_grads(p, batch):
         grads = dict(flatten_with_paths(jax.grad(loss_fn)(p, batch))[0])
+        missing = [k for k in paths if k not in grads]
+        if missing:
+            raise ValueError(f"diagonal_fisher: paths {missing} are not params of the model")
         return {k: jnp.square(grads[k].astype(jnp.float32)) for k in paths}
 
     if mode == "batch":
-        step = jax.jit(squared_grads)
+        def step(p, batch):
+            return squared_grads(p, batch), jnp.ones((), jnp.int32)
     else:
         def step(p, batch):
             # A scan keeps one example's gradient alive at a time (vmap would hold them all).
-            def body(acc, example):
-                single = jax.tree.map(lambda x: x[None], example)
-                sq = squared_grads(p, single)
-                return {k: acc[k] + sq[k] for k in paths}, None
+            def body(carry, example):
+                acc, count = carry
+                sq = squared_grads(p, jax.tree.map(lambda x: x[None], example))
+                real = jnp.any(jnp.stack([jnp.any(v > 0) for v in sq.values()]))
+                return ({k: acc[k] + sq[k] for k in paths}, count + real.astype(jnp.int32)), None
 
-            zeros = {k: jnp.zeros(leaf.shape, jnp.float32) for k, leaf in floating_leaves(p).items() if k in paths}
-            return jax.lax.scan(body, zeros, batch)[0]
+            leaves = floating_leaves(p)
+            zeros = {k: jnp.zeros(leaves[k].shape, jnp.float32) for k in paths}
+            return jax.lax.scan(body, (zeros, jnp.zeros((), jnp.int32)), batch)[0]
 
-        step = jax.jit(step)
-
+    step = jax.jit(step)
     total, count = None, 0
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
-        count += 1 if mode == "batch" else _batch_size(batch)
-        sq = step(params, batch)
+        if mode == "example":
+            _check_batch_axis(batch)
+        sq, n = step(params, batch)
+        count += int(n)
         total = sq if total is None else {k: total[k] + sq[k] for k in paths}
     if total is None:
         raise ValueError("diagonal_fisher: the task yielded no batches")
+    if count == 0:
+        raise ValueError("diagonal_fisher: every example has a zero gradient (all padding?)")
     fisher = {k: v / count for k, v in total.items()}
     for k, v in fisher.items():
         if not bool(jnp.all(jnp.isfinite(v))):
@@ -162,10 +174,13 @@ class EWC:
 
     name = "ewc"
 
-    def __init__(self, config: EWCConfig = EWCConfig()):
+    def __init__(self, config: EWCConfig = EWCConfig(), optimizer: OptimizerFactory | None = None):
         if not isinstance(config, EWCConfig):
             raise TypeError(f"ewc(config): expected EWCConfig, got {type(config).__name__}")
+        if optimizer is not None and not callable(optimizer):
+            raise TypeError(f"ewc(optimizer=...): expected a callable ctx -> optax chain, got {optimizer!r}")
         self.config = config
+        self._optimizer_factory = optimizer
         self._fisher: dict[str, jax.Array] = {}
         self._anchor: dict[str, jax.Array] = {}
 
@@ -198,6 +213,8 @@ class EWC:
         return ewc_penalty(trainable, frozen["fisher"], frozen["anchor"], self.config.ewc_lambda)
 
     def optimizer(self, ctx) -> optax.GradientTransformation:
+        if self._optimizer_factory is not None:
+            return self._optimizer_factory(ctx)
         return adamw(self.config.learning_rate, self.config.weight_decay)
 
     def finish_task(self, trainable: Any, frozen: dict, ctx) -> tuple[Any, dict]:
@@ -253,6 +270,11 @@ class EWC:
         self._fisher, self._anchor = fisher, anchor
 
 
-def ewc(config: EWCConfig = EWCConfig()) -> EWC:
-    """The EWC baseline for the continual-learning runner."""
-    return EWC(config)
+def ewc(config: EWCConfig = EWCConfig(), optimizer: OptimizerFactory | None = None) -> EWC:
+    """The EWC baseline for the continual-learning runner.
+
+    ``optimizer``: a ``ctx -> optax.GradientTransformation`` factory used instead of the
+    config's AdamW, e.g. the runner's full fine-tuning chain (schedule, clipping), so that EWC
+    differs from sequential fine-tuning by the penalty alone.
+    """
+    return EWC(config, optimizer)
