@@ -57,6 +57,20 @@ def test_task_contents_match_the_files(olora_root):
     assert load_olora_task(olora_root, "yelp", cache_dir=str(olora_root.parent / "hf")).dev == ()
 
 
+def test_per_class_subsampling(olora_root):
+    hf = str(olora_root.parent / "hf")
+    full = load_olora_task(olora_root, "CB", hf)
+    for seed in (0, 1):
+        small = load_olora_task(olora_root, "CB", hf, max_per_class={"train": 1, "test": 1}, seed=seed)
+        assert small.class_counts("train") == {o: 1 for o in LABELS["CB"]}
+        assert sum(small.class_counts("test").values()) == 3
+        assert set(small.train) <= set(full.train) and small.dev == full.dev
+    picks = {load_olora_task(olora_root, "CB", hf, max_per_class={"train": 1}, seed=s).train for s in range(6)}
+    assert len(picks) > 1
+    with pytest.raises(ValueError, match="unknown split"):
+        load_olora_task(olora_root, "CB", hf, max_per_class={"validation": 1})
+
+
 def test_flat_layout_is_accepted(olora_root):
     (olora_root / "SC" / "amazon").rename(olora_root / "amazon")
     assert load_olora_task(olora_root, "amazon", cache_dir=str(olora_root.parent / "hf")).name == "amazon"

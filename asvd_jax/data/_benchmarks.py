@@ -23,9 +23,9 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from asvd_jax.data._tasks import DataFileNotFound, Example, Task, TaskSequence
+from asvd_jax.data._tasks import DataFileNotFound, Example, Task, TaskSequence, hash_order_key
 
 OLORA_GROUPS = {
     "TC": ("agnews", "dbpedia", "yahoo"),
@@ -112,8 +112,39 @@ def olora_task_dir(root: Path, task: str) -> Path:
     raise DataFileNotFound(f"{root / group / task}: O-LoRA task folder not found (nor {root / task})")
 
 
-def load_olora_task(root: str | Path, task: str, cache_dir: str | None = None) -> Task:
-    """One task of the O-LoRA layout (see module docstring)."""
+def subsample_per_class(examples, n: int | None, seed: int, salt: str) -> tuple[Example, ...]:
+    """At most ``n`` examples of every label, chosen and ordered by sha256 rank (all if None)."""
+    if n is None:
+        return tuple(examples)
+    if n < 0:
+        raise ValueError(f"max_per_class must be >= 0, got {n}")
+    ranked = sorted(examples, key=lambda e: hash_order_key(seed, salt, e.label, e.text))
+    taken: dict[str, int] = {}
+    kept = []
+    for ex in ranked:
+        if taken.get(ex.label, 0) < n:
+            taken[ex.label] = taken.get(ex.label, 0) + 1
+            kept.append(ex)
+    return tuple(kept)
+
+
+def load_olora_task(
+    root: str | Path,
+    task: str,
+    cache_dir: str | None = None,
+    max_per_class: Mapping[str, int | None] | None = None,
+    seed: int = 0,
+) -> Task:
+    """One task of the O-LoRA layout (see module docstring).
+
+    ``max_per_class`` ({"train": 100, "test": 50}, say) keeps at most that many examples of
+    each label per split, picked by a sha256 rank with ``seed`` (for CPU-sized runs of the
+    real benchmark); splits not named are kept whole.
+    """
+    limits = dict(max_per_class or {})
+    unknown = set(limits) - {"train", "dev", "test"}
+    if unknown:
+        raise ValueError(f"max_per_class: unknown split(s) {sorted(unknown)}; use train, dev, test")
     folder = olora_task_dir(Path(root), task)
     labels_path = folder / "labels.json"
     if not labels_path.is_file():
@@ -134,7 +165,8 @@ def load_olora_task(root: str | Path, task: str, cache_dir: str | None = None) -
         for i, rec in enumerate(records):
             if rec["label"] not in options:
                 raise ValueError(f"{path}: record {i} has label {rec['label']!r}, not in {labels_path} {options}")
-        splits[split] = tuple(Example(r["sentence"], r["label"]) for r in records)
+        examples = [Example(r["sentence"], r["label"]) for r in records]
+        splits[split] = subsample_per_class(examples, limits.get(split), seed, f"{task}/{split}")
     present = {ex.label for ex in splits["train"]}
     empty = [o for o in options if o not in present]
     if empty:
@@ -143,17 +175,23 @@ def load_olora_task(root: str | Path, task: str, cache_dir: str | None = None) -
 
 
 def load_olora_sequence(
-    root: str | Path, order: int, cache_dir: str | None = None, tasks: Sequence[str] | None = None
+    root: str | Path,
+    order: int,
+    cache_dir: str | None = None,
+    tasks: Sequence[str] | None = None,
+    max_per_class: Mapping[str, int | None] | None = None,
+    seed: int = 0,
 ) -> TaskSequence:
     """O-LoRA benchmark tasks in published order 1-6 (``OLORA_ORDERS``), from a local copy.
 
-    ``tasks`` overrides the order with any list of O-LoRA task names.
+    ``tasks`` overrides the order with any list of O-LoRA task names; ``max_per_class`` and
+    ``seed`` subsample every task (see ``load_olora_task``).
     """
     if tasks is None:
         if order not in OLORA_ORDERS:
             raise ValueError(f"O-LoRA order must be one of {sorted(OLORA_ORDERS)}, got {order!r}")
         tasks = OLORA_ORDERS[order]
-    loaded = tuple(load_olora_task(root, name, cache_dir) for name in tasks)
+    loaded = tuple(load_olora_task(root, name, cache_dir, max_per_class, seed) for name in tasks)
     return TaskSequence(f"olora-order{order}", loaded)
 
 
