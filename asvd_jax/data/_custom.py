@@ -73,18 +73,18 @@ class CustomTaskSpec:
         mapping = dict(self.label_map)
         if self.path is not None:
             pool = dedup_pool(self._read(self.path, mapping))
-            self._check_classes(pool, self.path)
+            self._check_classes(set(pool), self.path)
             return Task(self.name, self.instruction, self.options, **self._split(pool, seed))
         splits = {}
         for split, path in zip(SPLITS, (self.train_path, self.dev_path, self.test_path)):
             rows = list(self._read(path, mapping)) if path is not None else []
             if split == "train":
-                self._check_classes({label: [1] for _, label in rows}, path)
+                self._check_classes({label for _, label in rows}, path)
             splits[split] = tuple(Example(t, lab) for t, lab in rows)
         return Task(self.name, self.instruction, self.options, **splits)
 
-    def _check_classes(self, pool, path) -> None:
-        empty = [o for o in self.options if not pool.get(o)]
+    def _check_classes(self, present: set[str], path: Path) -> None:
+        empty = [o for o in self.options if o not in present]
         if empty:
             raise ValueError(f"{path}: no examples of class(es) {empty} ({self.where}.options)")
 
