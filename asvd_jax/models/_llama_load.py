@@ -59,7 +59,7 @@ def _assemble(config: LlamaConfig, tensors: Mapping[str, np.ndarray], source: st
     abstract = nnx.eval_shape(
         lambda: Llama(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
-    pure = state.to_pure_dict()
+    pure = nnx.to_pure_dict(state)
     names = hf_names(config)
     leaves, _ = flatten_with_paths(pure)
     for path, leaf in leaves:
@@ -172,7 +172,7 @@ def export_hf(model: Llama, folder: str | os.PathLike, tokenizer: TextTokenizer 
               dtype=np.float32) -> None:
     """Write config.json + model.safetensors (HF names, PyTorch layout) and tokenizer.json."""
     names = hf_names(model.config)
-    leaves, _ = flatten_with_paths(nnx.state(model, nnx.Param).to_pure_dict())
+    leaves, _ = flatten_with_paths(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
     tensors = {}
     for path, leaf in leaves:
         hf, transposed = names[path]

@@ -89,6 +89,8 @@ class LlamaConfig:
                 f"LlamaConfig: hidden_size={self.hidden_size} is not divisible by "
                 f"num_heads={self.num_heads}; set head_dim"
             )
+        if self.head_dim is None:  # normalised so that configs compare equal after a round trip
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
         if self.head_size % 2:
             raise ValueError(f"LlamaConfig: head_dim={self.head_size} must be even for RoPE")
         rope_type = self.rope_scaling_dict.get("rope_type", "default")
@@ -100,7 +102,7 @@ class LlamaConfig:
 
     @property
     def head_size(self) -> int:
-        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_heads
+        return self.head_dim
 
     @property
     def rope_scaling_dict(self) -> dict:
@@ -232,8 +234,7 @@ class Attention(nnx.Module):
         self.q_proj = Linear(c.hidden_size, c.num_heads * c.head_size, **kw)
         self.k_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_size, **kw)
         self.v_proj = Linear(c.hidden_size, c.num_kv_heads * c.head_size, **kw)
-        self.o_proj = Linear(c.num_heads * c.head_size, c.hidden_size,
-                             **{**kw, "use_bias": c.attention_bias})
+        self.o_proj = Linear(c.num_heads * c.head_size, c.hidden_size, **kw)
         self.num_heads, self.num_kv_heads, self.head_dim = c.num_heads, c.num_kv_heads, c.head_size
 
     def __call__(self, x, cos, sin, bias, cache=None, cache_index=None):

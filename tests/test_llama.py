@@ -1,0 +1,292 @@
+"""Llama-family decoder on tiny random configs: torch reference, padding, cache, capture, I/O."""
+
+import json
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from asvd_jax import flatten_with_paths
+from asvd_jax.models import capture
+from asvd_jax.models import llama
+from asvd_jax.models import _generation
+from asvd_jax.models._generation import _generate_jit
+from asvd_jax.models._hf_io import CheckpointError, write_safetensors
+from asvd_jax.models._llama_load import hf_names
+from asvd_jax.models.assets import AssetNotFoundError, package_dir
+from tolerances import assert_close
+
+BASE = dict(vocab_size=61, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
+            num_kv_heads=2, rope_theta=500.0, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)
+VARIANTS = {
+    "gqa": {},
+    "tied_bias_headdim": dict(tie_word_embeddings=True, attention_bias=True, mlp_bias=True,
+                              head_dim=12, num_kv_heads=1),
+    "llama3_rope": dict(num_kv_heads=4, rope_scaling=tuple(sorted(dict(
+        rope_type="llama3", factor=4.0, low_freq_factor=1.0, high_freq_factor=4.0,
+        original_max_position_embeddings=8).items()))),
+}
+
+
+def random_checkpoint(config: llama.LlamaConfig, seed: int) -> dict:
+    """HF-named float32 tensors with O(1) activations (PyTorch (out, in) layout)."""
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for path, (name, transposed) in hf_names(config).items():
+        model_shape = _param_shape(config, path)
+        shape = model_shape[::-1] if transposed else model_shape
+        if name.endswith("norm.weight") or "layernorm" in name:
+            arr = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif name.endswith(".bias"):
+            arr = 0.1 * rng.standard_normal(shape)
+        else:
+            arr = rng.standard_normal(shape) / np.sqrt(shape[-1])
+        tensors[name] = arr.astype(np.float32)
+    return tensors
+
+
+def _param_shape(config, path):
+    c, d, hd = config, config.hidden_size, config.head_size
+    last = path.split("/")[-2:]
+    if path == "embed/embedding":
+        return (c.vocab_size, d)
+    if path == "lm_head/kernel":
+        return (d, c.vocab_size)
+    if last[1] == "scale":
+        return (d,)
+    out = {"q_proj": c.num_heads * hd, "k_proj": c.num_kv_heads * hd, "v_proj": c.num_kv_heads * hd,
+           "o_proj": d, "gate_proj": c.intermediate_size, "up_proj": c.intermediate_size,
+           "down_proj": d}[last[0]]
+    inp = {"o_proj": c.num_heads * hd, "down_proj": c.intermediate_size}.get(last[0], d)
+    return (inp, out) if last[1] == "kernel" else (out,)
+
+
+def write_folder(tmp_path, variant="gqa", seed=0):
+    config = llama.LlamaConfig(**{**BASE, **VARIANTS[variant]})
+    folder = tmp_path / f"{variant}_{seed}"
+    write_safetensors(folder, random_checkpoint(config, seed), config.to_hf_dict())
+    return config, str(folder)
+
+
+def torch_model(folder):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+
+    cfg = transformers.AutoConfig.from_pretrained(folder)
+    cfg._attn_implementation = "eager"
+    model = transformers.LlamaForCausalLM(cfg)
+    missing, unexpected = model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")),
+                                                strict=False)
+    # Tied checkpoints carry no lm_head.weight; the rotary buffer is not a checkpoint tensor.
+    assert not unexpected and all(m == "lm_head.weight" for m in missing), (missing, unexpected)
+    return model.double().eval(), torch
+
+
+def torch_logits(folder, ids, mask, model=None):
+    model, torch = torch_model(folder) if model is None else model
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    return out.logits.numpy()
+
+
+def random_batch(rng, vocab, lengths, width):
+    ids = rng.integers(3, vocab, size=(len(lengths), width)).astype(np.int32)
+    mask = (np.arange(width)[None] < np.asarray(lengths)[:, None]).astype(np.int32)
+    return ids * mask, mask
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_logits_match_transformers(tmp_path, variant, seed):
+    config, folder = write_folder(tmp_path, variant, seed)
+    model, _ = llama.load_hf(folder)
+    ids, mask = random_batch(np.random.default_rng(seed + 10), config.vocab_size, [11, 7, 11], 11)
+    ours = np.asarray(llama.forward(model, ids, mask))
+    ref = torch_logits(folder, ids, mask)
+    valid = mask.astype(bool)
+    assert_close(ours[valid], ref[valid], "float32", scale=np.abs(ref[valid]).max())
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_token_logprobs_and_scores_match_transformers(tmp_path, seed):
+    config, folder = write_folder(tmp_path, "gqa", seed)
+    model, _ = llama.load_hf(folder)
+    ids, mask = random_batch(np.random.default_rng(seed), config.vocab_size, [9, 5], 9)
+    ref_logits = torch_logits(folder, ids, mask)
+    ref_lp = ref_logits - np.log(np.exp(ref_logits).sum(-1, keepdims=True))
+    ref = np.take_along_axis(ref_lp[:, :-1], ids[:, 1:, None], -1)[..., 0] * mask[:, 1:]
+    ours = np.asarray(jax.jit(llama.token_logprobs)(model, jnp.asarray(ids), jnp.asarray(mask)))
+    assert np.all(ours[:, 0] == 0)
+    assert_close(ours[:, 1:], ref, "float32", scale=np.abs(ref).max())
+
+    # Option scores: log p(option | prompt) summed over option tokens, from the same reference.
+    prompts, options = [list(ids[0, :4]), list(ids[1, :3])], [[5], [7, 8, 9], [10, 11]]
+    reference = torch_model(folder)
+    want = np.zeros((len(prompts), len(options)))
+    for i, p in enumerate(prompts):
+        for j, o in enumerate(options):
+            seq = np.asarray([p + o], np.int32)
+            lg = torch_logits(folder, seq, np.ones_like(seq), reference)[0]
+            lp = lg - np.log(np.exp(lg).sum(-1, keepdims=True))
+            want[i, j] = sum(lp[len(p) - 1 + k, tok] for k, tok in enumerate(o))
+    lengths = np.asarray([len(o) for o in options])
+    for reduction, expected in (("sum", want), ("mean", want / lengths)):
+        ours = _generation.score_token_options(
+            lambda *a: _generation._decoder_option_logprobs(*nnx.split(model), *a),
+            prompts, options, batch_size=4, reduction=reduction)
+        assert_close(ours, expected, "float32", scale=np.abs(expected).max())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_padding_does_not_change_real_tokens(tmp_path, seed):
+    config, folder = write_folder(tmp_path, "gqa", seed)
+    model, _ = llama.load_hf(folder)
+    rng = np.random.default_rng(seed)
+    rows = [rng.integers(3, config.vocab_size, size=n).tolist() for n in (9, 4, 6)]
+    alone = [np.asarray(llama.forward(model, np.asarray([r], np.int32)))[0] for r in rows]
+    scale = max(np.abs(a).max() for a in alone)
+    for layout in ("right", "left", "middle"):
+        ids = np.zeros((3, 12), np.int32)
+        mask = np.zeros((3, 12), np.int32)
+        for i, r in enumerate(rows):
+            start = {"right": 0, "left": 12 - len(r), "middle": 2}[layout]
+            ids[i, start:start + len(r)], mask[i, start:start + len(r)] = r, 1
+        out = np.asarray(llama.forward(model, ids, mask))
+        assert np.isfinite(out).all()
+        for i in range(3):
+            assert_close(out[i][mask[i] > 0], alone[i], "float32", scale=scale, err_msg=layout)
+
+
+def test_bfloat16_compute_close_to_float32(tmp_path):
+    config, folder = write_folder(tmp_path, "gqa", 3)
+    model32, _ = llama.load_hf(folder)
+    model16, _ = llama.load_hf(folder, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    ids, mask = random_batch(np.random.default_rng(3), config.vocab_size, [8, 8], 8)
+    ref = np.asarray(llama.forward(model32, ids, mask), np.float64)
+    out = llama.forward(model16, ids, mask)
+    assert out.dtype == jnp.float32  # logits are returned in float32 whatever the compute dtype
+    assert_close(out, ref, "bfloat16", scale=np.abs(ref).max())
+
+
+def naive_greedy(model, prompt, n, eos, width=16):
+    """Greedy decoding by full forwards without a cache (one right-padded shape: one compile)."""
+    seq = list(prompt)
+    for _ in range(n):
+        ids = np.zeros((1, width), np.int32)
+        ids[0, :len(seq)] = seq
+        mask = (np.arange(width) < len(seq)).astype(np.int32)[None]
+        logits = np.asarray(llama.forward(model, ids, mask))[0, len(seq) - 1]
+        tok = int(np.argmax(logits))
+        if tok == eos:
+            break
+        seq.append(tok)
+    return seq[len(prompt):]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_generate_matches_full_forward_greedy(tmp_path, seed):
+    config, folder = write_folder(tmp_path, "tied_bias_headdim", seed)
+    model, _ = llama.load_hf(folder)
+    rng = np.random.default_rng(seed)
+    prompts = [rng.integers(3, config.vocab_size, size=n).tolist() for n in (5, 1, 9)]
+    want = [naive_greedy(model, p, 6, eos=None) for p in prompts]
+    assert llama.generate(model, prompts, 6) == want
+    # A stop id ends a row early (its tokens up to, not including, the stop id).
+    stop = want[0][2]
+    got = llama.generate(model, prompts, 6, eos_id=stop)
+    for row, full in zip(got, want):
+        assert row == (full[:full.index(stop)] if stop in full else full)
+
+
+def test_generate_reuses_compiled_program(tmp_path):
+    config, folder = write_folder(tmp_path, "gqa", 0)
+    model, _ = llama.load_hf(folder)
+    llama.generate(model, [[3, 4, 5], [6]], 4, eos_id=2)
+    size = _generate_jit._cache_size()
+    llama.generate(model, [[7, 8], [9, 10, 11, 12]], 4, eos_id=2)  # same buckets
+    assert _generate_jit._cache_size() == size
+
+
+def test_parameter_paths_targets_and_capture(tmp_path):
+    config, folder = write_folder(tmp_path, "gqa", 0)
+    model, _ = llama.load_hf(folder)
+    leaves, _ = flatten_with_paths(nnx.state(model, nnx.Param))
+    paths = {p for p, _ in leaves}
+    assert paths == set(hf_names(config))
+    targets = {p for p in paths if any(re.fullmatch(t, p) for t in llama.DEFAULT_TARGETS)}
+    assert len(targets) == 7 * config.num_layers
+    assert "layers/1/attn/q_proj/kernel" in targets and "lm_head/kernel" not in targets
+
+    ids, mask = random_batch(np.random.default_rng(0), config.vocab_size, [6, 4], 6)
+
+    @jax.jit
+    def captured(ids):
+        with capture() as acts:
+            logits = model(ids)
+        return logits, acts
+
+    logits, acts = captured(jnp.asarray(ids))
+    assert targets <= set(acts)
+    assert_close(logits, llama.forward(model, ids), "float32", scale=np.abs(logits).max())
+    # Layer 0's q_proj input is rms(embedding) * g, computed here in float64.
+    emb = np.asarray(model.embed.embedding[...], np.float64)[ids]
+    g = np.asarray(model.layers[0].input_norm.scale[...], np.float64)
+    want = emb / np.sqrt((emb ** 2).mean(-1, keepdims=True) + config.rms_norm_eps) * g
+    got = acts["layers/0/attn/q_proj/kernel"]
+    assert got.shape == (2, 6, config.hidden_size)
+    assert_close(got, want, "float32", scale=np.abs(want).max())
+
+
+def test_export_round_trip_is_exact(tmp_path):
+    config, folder = write_folder(tmp_path, "tied_bias_headdim", 4)
+    model, _ = llama.load_hf(folder)
+    llama.export_hf(model, tmp_path / "out")
+    again, _ = llama.load_hf(tmp_path / "out")
+    assert again.config == model.config
+    a, _ = flatten_with_paths(nnx.state(model, nnx.Param))
+    b, _ = flatten_with_paths(nnx.state(again, nnx.Param))
+    assert [p for p, _ in a] == [p for p, _ in b]
+    for (path, x), (_, y) in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=path)
+
+
+def test_config_round_trip_and_transformers5_rope_layout():
+    config = llama.LlamaConfig(**{**BASE, **VARIANTS["llama3_rope"]})
+    assert llama.LlamaConfig.from_hf_dict(config.to_hf_dict()) == config
+    d = config.to_hf_dict()
+    d.pop("rope_theta"), d.pop("rope_scaling")
+    d["rope_parameters"] = {**config.rope_scaling_dict, "rope_theta": config.rope_theta}
+    assert llama.LlamaConfig.from_hf_dict(d) == config
+
+
+def test_bad_inputs_name_the_file_and_tensor(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json"):
+        llama.load_hf(tmp_path / "nothing")
+    config, folder = write_folder(tmp_path, "gqa", 0)
+    with open(os.path.join(folder, "config.json")) as f:
+        raw = json.load(f)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({**raw, "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}, f)
+    with pytest.raises(CheckpointError, match=r"config\.json.*unknown architecture"):
+        llama.load_hf(folder)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({**raw, "intermediate_size": 40}, f)
+    with pytest.raises(CheckpointError,
+                       match=r"model\.safetensors: tensor 'model\.layers\.0\.mlp\.\w+_proj\.weight' has shape"):
+        llama.load_hf(folder)
+    tensors = random_checkpoint(config, 0)
+    del tensors["model.layers.1.self_attn.v_proj.weight"]
+    write_safetensors(tmp_path / "missing", tensors, config.to_hf_dict())
+    with pytest.raises(CheckpointError, match=r"'model\.layers\.1\.self_attn\.v_proj\.weight' is missing"):
+        llama.load_hf(tmp_path / "missing")
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        llama.LlamaConfig(**{**BASE, "num_kv_heads": 3})
+    with pytest.raises(AssetNotFoundError, match="pip install --no-deps no-such-asset==1"):
+        package_dir("no_such_asset_package", "no-such-asset==1")
