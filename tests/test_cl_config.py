@@ -35,7 +35,7 @@ def test_typo_names_key_and_suggests(tmp_path):
     p.write_text("train: {learning_rate: 0.1}\n")
     with pytest.raises(c.ConfigError, match=r"train\.learning_rate"):
         c.load_config(p)
-    with pytest.raises(c.ConfigError, match=r"did you mean 'batch_size'"):
+    with pytest.raises(c.ConfigError, match=r"did you mean 'train.batch_size'"):
         c.load_config(None, ["train.batchsize=3"])
     with pytest.raises(c.ConfigError, match=r"unknown config key 'trian'.*'train'"):
         c.load_config(None, ["trian.lr=3"])

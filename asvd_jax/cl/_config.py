@@ -265,7 +265,11 @@ def _replace(obj: Any, changes: Mapping[str, Any], where: str) -> Any:
     for key, value in changes.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
-            raise ConfigError(f"unknown config key {path!r}" + _suggest(str(key), names))
+            prefix = f"{where}." if where else ""
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = (f" (did you mean {prefix + close[0]!r}?)" if close
+                    else f" (valid keys under {where or 'the top level'}: {', '.join(names)})")
+            raise ConfigError(f"unknown config key {path!r}{hint}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             kwargs[key] = _replace(current, value or {}, path)

@@ -33,8 +33,9 @@ def write_fixture(folder: str, n_train: int = 48, n_test: int = 16, seed: int = 
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
     spec = {"name": "fixture", "seed": seed, "tasks": []}
-    for name, classes, instruction in (("topic", _TOPIC, "What kind of thing is mentioned?"),
-                                       ("mood", _MOOD, "Is the text positive or negative?")):
+    # Short instructions: the tiny test models use a byte-level tokenizer.
+    for name, classes, instruction in (("topic", _TOPIC, "Fruit or vehicle?"),
+                                       ("mood", _MOOD, "Good or bad?")):
         for split, n in (("train", n_train), ("test", n_test)):
             with open(os.path.join(folder, f"{name}_{split}.jsonl"), "w") as f:
                 for row in _rows(classes, n, rng):

@@ -1,0 +1,111 @@
+"""End-to-end runner tests on a tiny random Llama and the two-task fixture."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from asvd_jax.cl import RunError, load_config, run
+from asvd_jax.cl._checkpoint import Checkpointer
+from asvd_jax.cl._fixture import write_fixture
+from asvd_jax.cli import main
+
+TINY = ["model.source=random", "model.random_width=32", "data.suite=custom", "data.max_len=64",
+        "train.lr=3e-3", "train.batch_size=8", "eval.batch_size=16", "method.stats_examples=16",
+        "data.max_eval_per_task=8", "run.progress=false"]
+
+
+def _strip_volatile(m: dict) -> dict:
+    m = json.loads(json.dumps(m))
+    m.pop("timing", None)
+    m.pop("name", None)
+    for row in m["rows"]:
+        row["train"].pop("seconds", None)
+    return m
+
+
+@pytest.fixture(scope="module")
+def fixture_yaml(tmp_path_factory):
+    return write_fixture(str(tmp_path_factory.mktemp("fixture")), n_train=24, n_test=8)
+
+
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory, fixture_yaml):
+    """The CLI end to end: `asvd-jax run CONFIG` with a YAML file and overrides."""
+    out = tmp_path_factory.mktemp("runs")
+    cfg = out / "tiny.yaml"
+    cfg.write_text("method: {name: asvd, rank_policy: paper}\ncheckpoint: {export_hf: true}\n")
+    args = ["run", str(cfg), "--run-dir", str(out / "full")]
+    for o in TINY + [f"data.path={fixture_yaml}"]:
+        args += ["--set", o]
+    assert main(args) == 0
+    return out / "full"
+
+
+def test_pulse_run_directory(pulse):
+    for name in ("config.yaml", "metrics.json", "summary.md", "accuracy_matrix.png",
+                 "model/model.safetensors", "model/config.json"):
+        assert (pulse / name).is_file(), name
+    plans = os.listdir(pulse / "rank_plans")
+    assert plans == ["task-0001-mood.json"]  # statistics and a plan from task 2 on
+    m = json.loads((pulse / "metrics.json").read_text())
+    assert m["status"] == "complete"
+    acc = np.asarray(m["accuracy_matrix"])
+    assert acc.shape == (2, 2) and ((acc >= 0) & (acc <= 1)).all()
+    assert set(m["summary"]) >= {"average_accuracy", "bwt", "fwt", "forgetting", "option_average_accuracy"}
+    assert np.isclose(m["summary"]["average_accuracy"], acc[-1].mean())
+    assert "lm_loss_delta" in m["general_ability"]
+    # The projection held: the applied update's protected share is at float32 rounding.
+    assert m["rows"][1]["record"]["leakage"]["max"] < 1e-4
+    assert all(np.isfinite(r["train"]["losses"]).all() for r in m["rows"])
+
+
+def test_resume_after_task_one_gives_identical_metrics(pulse, tmp_path, fixture_yaml):
+    overrides = TINY + [f"data.path={fixture_yaml}", "method.name=asvd", "checkpoint.export_hf=true",
+                        "method.rank_policy=paper"]
+    stopped = run(load_config(None, overrides + ["run.stop_after_task=0"]), run_dir=str(tmp_path / "r"))
+    assert stopped["status"].startswith("stopped") and len(stopped["rows"]) == 1
+    assert Checkpointer(tmp_path / "r").latest()["name"] == "task-0000"
+    resumed = run(load_config(None, overrides), run_dir=str(tmp_path / "r"), resume=True)
+    full = json.loads((pulse / "metrics.json").read_text())
+    assert _strip_volatile(resumed) == _strip_volatile(full)
+
+
+def test_resume_refuses_changed_config(pulse, fixture_yaml):
+    with pytest.raises(RunError, match=r"train\.lr"):
+        run(load_config(None, TINY + [f"data.path={fixture_yaml}", "train.lr=1e-3"]),
+            run_dir=str(pulse), resume=True)
+
+
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, fixture_yaml, monkeypatch):
+    from asvd_jax.cl import _runner
+
+    original = _runner.Runner._run_stage
+
+    def poisoned(self, stage, *args, **kwargs):
+        loss = type(self.adapter).loss
+        if stage == 1:  # the jitted step traces this loss: every value of task 2 is NaN
+            monkeypatch.setattr(type(self.adapter), "loss", lambda s, p, b: loss(s, p, b) * np.nan)
+        return original(self, stage, *args, **kwargs)
+
+    monkeypatch.setattr(_runner.Runner, "_run_stage", poisoned)
+    cfg = load_config(None, TINY + [f"data.path={fixture_yaml}", "method.name=seqft",
+                                    "eval.zero_shot=false", "eval.lm_loss=false"])
+    with pytest.raises(RunError, match=r"loss is nan.*Last good checkpoint: task-0000"):
+        run(cfg, run_dir=str(tmp_path / "n"))
+    m = json.loads((tmp_path / "n" / "metrics.json").read_text())
+    assert m["status"].startswith("failed") and len(m["rows"]) == 1
+    assert Checkpointer(tmp_path / "n").latest()["name"] == "task-0000"
+
+
+def test_bad_input_messages(tmp_path, capsys, fixture_yaml):
+    assert main(["run", "--set", "train.learning_rate=1"]) == 2
+    assert "train.learning_rate" in capsys.readouterr().err
+    assert main(["run", "--set", "data.suite=custom", "--set", f"data.path={tmp_path}/missing.yaml",
+                 "--set", "run.progress=false", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert main(["run", "--set", "model.source=hf", "--set", f"model.path={tmp_path}/nomodel",
+                 "--set", "data.suite=custom", "--set", f"data.path={fixture_yaml}",
+                 "--set", "run.progress=false", "--run-dir", str(tmp_path / "y")]) == 2
+    assert "nomodel" in capsys.readouterr().err
