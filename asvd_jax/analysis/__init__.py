@@ -20,6 +20,15 @@ from asvd_jax.analysis._protected import (
     protected_subspace_overlap,
     weight_change_in_protected,
 )
+from asvd_jax.analysis._runs import (
+    Run,
+    accuracy_matrix,
+    forgetting_curves,
+    load_run,
+    run_summary,
+    stage_records,
+    zero_shot_accuracy,
+)
 from asvd_jax.analysis._spectra import (
     MatrixSpectrum,
     effective_rank,
@@ -39,6 +48,13 @@ from asvd_jax.analysis._tables import (
 from asvd_jax.analysis._subspaces import orthonormal_basis, principal_angles, subspace_overlap
 
 __all__ = [
+    "Run",
+    "accuracy_matrix",
+    "forgetting_curves",
+    "load_run",
+    "run_summary",
+    "stage_records",
+    "zero_shot_accuracy",
     "plot_accuracy_matrix",
     "plot_forgetting",
     "plot_layer_grid",
