@@ -76,3 +76,13 @@ def test_plot_output_norms_and_forgetting(tmp_path):
     fig = an.plot_forgetting({"t0": ([0, 1, 2], [0.9, 0.7, 0.6]), "t1": ([1, 2], [0.8, 0.75])})
     assert [list(line.get_xdata()) for line in fig.axes[0].get_lines()] == [[0, 1, 2], [1, 2]]
     fig.savefig(tmp_path / "forgetting.png")
+
+
+def test_plot_rank_ablation():
+    fig = an.plot_rank_ablation([0.75, 0.5, 0.1], {"mlp/down_proj": [1.0, 1.2, 3.0], "attn/q_proj": [1.0, 1.0, 1.1]},
+                                baseline=0.9)
+    lines = fig.axes[0].get_lines()
+    np.testing.assert_allclose(lines[0].get_ydata(), [1.0, 1.2, 3.0])
+    assert lines[-1].get_ydata()[0] == 0.9
+    with pytest.raises(ValueError, match="down_proj"):
+        an.plot_rank_ablation([0.5], {"mlp/down_proj": [1.0, 2.0]})

@@ -4,12 +4,14 @@
 functions import matplotlib when called.
 """
 
+from asvd_jax.analysis._ablation import matrix_type_paths, truncate_ranks
 from asvd_jax.analysis._directions import output_norm_from_statistics, output_norm_per_direction
 from asvd_jax.analysis._plots import (
     plot_accuracy_matrix,
     plot_forgetting,
     plot_layer_grid,
     plot_output_norms,
+    plot_rank_ablation,
     plot_rank_plan,
     plot_rank_plans_over_tasks,
     plot_spectra,
@@ -48,6 +50,8 @@ from asvd_jax.analysis._tables import (
 from asvd_jax.analysis._subspaces import orthonormal_basis, principal_angles, subspace_overlap
 
 __all__ = [
+    "matrix_type_paths",
+    "truncate_ranks",
     "Run",
     "accuracy_matrix",
     "forgetting_curves",
@@ -59,6 +63,7 @@ __all__ = [
     "plot_forgetting",
     "plot_layer_grid",
     "plot_output_norms",
+    "plot_rank_ablation",
     "plot_rank_plan",
     "plot_rank_plans_over_tasks",
     "plot_spectra",

@@ -159,3 +159,30 @@ def plot_rank_plans_over_tasks(kinds: Sequence[str], values: Any, *, ax=None, ti
     ax.grid(alpha=0.3)
     ax.set_title(title or "Protected fraction by matrix type across tasks")
     return fig
+
+
+def plot_rank_ablation(keep: Sequence[float], losses: Mapping[str, Sequence[float]], *,
+                       baseline: float | None = None, ax=None, title: str | None = None):
+    """Loss against the kept fraction k / min dim, one line per truncated layer type.
+
+    Args:
+      keep: kept fractions (x axis; drawn decreasing from left to right).
+      losses: ``{layer type: loss at each kept fraction}``.
+      baseline: the unmodified model's loss (a dashed line, kept fraction 1).
+    """
+    fig, ax = _axes(ax, (6, 4))
+    x = np.asarray(keep, np.float64)
+    for kind, ys in losses.items():
+        ys = np.asarray(ys, np.float64)
+        if ys.shape != x.shape:
+            raise ValueError(f"plot_rank_ablation: {kind!r} has {ys.size} losses for {x.size} fractions")
+        ax.plot(x, ys, marker="o", ms=3, label=kind.split("/")[-1])
+    if baseline is not None:
+        ax.axhline(baseline, color="0.4", ls="--", lw=1, label="full rank")
+    ax.set_xlim(1.02, min(0.0, x.min()) - 0.02)
+    ax.set_xlabel("kept fraction of singular directions k / min(d_in, d_out)")
+    ax.set_ylabel("loss")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "Loss under rank-k truncation of one layer type")
+    return fig

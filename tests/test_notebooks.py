@@ -1,0 +1,106 @@
+"""The notebooks: generated from their sources, stripped, and executable top to bottom.
+
+The execution test (slow) runs every notebook on its small settings in a fresh kernel of this
+interpreter (a kernelspec written into the test's temporary folder, never installed
+globally). Set ``ASVD_NOTEBOOK_FIGURES=<folder>`` to keep each figure as a PNG for review.
+"""
+
+import base64
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+nbformat = pytest.importorskip("nbformat")
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "_build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+BUILD = _build_module()
+PAIRS = BUILD.targets()
+
+
+def test_every_notebook_has_a_source_and_is_up_to_date():
+    assert len(PAIRS) >= 1
+    on_disk = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
+    assert on_disk == sorted(dst.name for dst in PAIRS.values()), "notebook without a source"
+    for src, dst in PAIRS.items():
+        assert dst.read_text() == BUILD.render(BUILD.parse(src.read_text(), src.name)), (
+            f"{dst.name} is out of date: run python notebooks/_build.py")
+
+
+@pytest.mark.parametrize("dst", list(PAIRS.values()), ids=lambda p: p.stem)
+def test_notebook_layout(dst):
+    nb = nbformat.read(dst, as_version=4)
+    number = int(dst.stem[:2])
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# {number}. "), "title first"
+    assert "google.colab" in nb.cells[1].source, "the install cell comes second"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, "outputs must be stripped"
+
+
+def test_parse_rejects_malformed_sources():
+    with pytest.raises(ValueError, match="before the first"):
+        BUILD.parse("x = 1\n# %%\ny = 2\n")
+    with pytest.raises(ValueError, match="unknown cell header"):
+        BUILD.parse("# %% [raw]\nx\n")
+    nb = BUILD.parse('# %% [markdown]\n# # Title\n# %% tags=["parameters"]\nA = 1\n')
+    assert nb.cells[0].source == "# Title" and nb.cells[1].metadata["tags"] == ["parameters"]
+
+
+def _kernel(tmp_path: Path) -> str:
+    """A kernelspec for this interpreter, visible only through JUPYTER_PATH=tmp_path."""
+    pytest.importorskip("ipykernel")
+    folder = tmp_path / "kernels" / "asvd-test"
+    folder.mkdir(parents=True)
+    (folder / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "asvd_jax test kernel",
+        "language": "python",
+    }))
+    return "asvd-test"
+
+
+def _save_figures(nb, stem: str) -> int:
+    count, out_dir = 0, os.environ.get("ASVD_NOTEBOOK_FIGURES")
+    for i, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                count += 1
+                if out_dir:
+                    Path(out_dir).mkdir(parents=True, exist_ok=True)
+                    Path(out_dir, f"{stem}_cell{i:02d}_{count}.png").write_bytes(base64.b64decode(png))
+    return count
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dst", list(PAIRS.values()), ids=lambda p: p.stem)
+def test_notebook_executes(dst, tmp_path, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("ASVD_JAX_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ASVD_NOTEBOOK_RUN_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(dst, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, kernel_name=_kernel(tmp_path), timeout=900,
+        resources={"metadata": {"path": str(ROOT)}},
+    )
+    client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
+    assert _save_figures(nb, dst.stem) >= 1, "the notebook drew no figure"
