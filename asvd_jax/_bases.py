@@ -185,8 +185,12 @@ def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters) ->
     mats = np.asarray(spec.to_matrix(jnp.asarray(leaf, jnp.float32))).reshape(-1, m, n)
     ins, outs = [], []
     for i, k in enumerate(ks.ravel().tolist()):
-        a, b = _side_bases(mats[i], k, method, jax.random.fold_in(key, i),
-                           oversample, power_iters, need_full=(in_comp or out_comp))
+        if k == 0:  # nothing protected (and a complement is never stored when some k is 0)
+            ins.append(jnp.zeros((m, w_in), jnp.float32))  # nothing protected: no SVD needed
+            outs.append(jnp.zeros((n, w_out), jnp.float32))
+            continue
+        a, b = _side_bases(mats[i], k, method, jax.random.fold_in(key, i), oversample,
+                           power_iters)
         ins.append(_side(a, k, r, in_comp, w_in, m))
         outs.append(_side(b, k, r, out_comp, w_out, n))
     stack_in = jnp.stack(ins).reshape(batch + (m, w_in)) if ins else jnp.zeros(batch + (m, w_in))
@@ -195,14 +199,11 @@ def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters) ->
     return SubspaceBasis(stack_in, stack_out, spec, in_comp, out_comp)
 
 
-def _side_bases(mat, k, method, key, oversample, power_iters, need_full):
+def _side_bases(mat, k, method, key, oversample, power_iters):
     """Input- and output-side singular vectors: all r of them (exact) or the top k."""
     if method == "exact":
         a, _, b = exact_svd(jnp.asarray(mat))
         return a, b
-    if k == 0:
-        m, n = mat.shape
-        return jnp.zeros((m, 0), jnp.float32), jnp.zeros((n, 0), jnp.float32)
     a, _, b = randomized_svd(jnp.asarray(mat), key, k, oversample, power_iters)
     return a, b
 
