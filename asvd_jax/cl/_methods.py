@@ -102,8 +102,18 @@ class ASVD(SequentialFineTuning):
         if ctx.index == 0 or ctx.previous_batches is None:
             return ctx.params, None
         svds = ranks.weight_svds(ctx.params, ctx.targets)
-        stats = ranks.collect_statistics(ctx.adapter.capture_fn, ctx.params,
-                                         ctx.previous_batches(), ctx.targets, svds=svds)
+        specs = dict(aj.list_targets(ctx.targets))
+        paths = list(specs)
+        # Models whose targets see several token streams (T5: encoder and decoder states)
+        # give one capture function per stream, each with its own padding mask.
+        groups_fn = getattr(ctx.adapter, "capture_groups", None)
+        groups = groups_fn(paths) if groups_fn is not None else [(ctx.adapter.capture_fn, paths)]
+        stats = {}
+        for capture_fn, group in groups:
+            stats.update(ranks.collect_statistics(capture_fn, ctx.params, ctx.previous_batches(),
+                                                  {p: specs[p] for p in group},
+                                                  svds=svds))
+        stats = {p: stats[p] for p in paths}  # target order, whatever the grouping
         self._plan = ranks.plan_ranks(stats, self.policy(ctx))
         # Bases also for the "none" ablation: nothing is projected, but the leakage record
         # then shows how much of the update lands in what would have been protected.

@@ -107,9 +107,10 @@ def load_model(cfg: ModelConfig) -> tuple[Any, Any, tuple[str, ...]]:
 
 def _tiny_bert_config(bert, cfg: ModelConfig, tok):
     width = cfg.random_width
-    return bert.BertConfig(vocab_size=tok.vocab_size, hidden_size=width, num_layers=cfg.random_layers,
-                           num_heads=max(1, width // 16), intermediate_size=2 * width,
-                           max_position_embeddings=512)
+    return bert.BertConfig(vocab_size=tok.vocab_size, hidden_size=width,
+                           num_hidden_layers=cfg.random_layers,
+                           num_attention_heads=max(1, width // 16), intermediate_size=2 * width,
+                           max_position_embeddings=512, pad_token_id=tok.pad_id)
 
 
 def _tiny_t5_config(t5, cfg: ModelConfig, tok):
