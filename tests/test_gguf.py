@@ -192,3 +192,17 @@ def test_smollm2_perplexity_and_option_scores(smollm2):
                                  [" Paris", " Berlin", " Madrid"])
     assert scores.shape == (2, 3) and np.all(scores < 0)
     assert list(scores.argmax(axis=1)) == [0, 1]
+
+
+@pytest.mark.slow
+def test_smollm2_cache_dir_round_trip(smollm2, tmp_path):
+    model, tok = smollm2
+    llama.export_hf(model, tmp_path / "cache", tokenizer=tok)
+    again, tok2 = llama.load_smollm2(cache_dir=tmp_path / "cache")
+    assert again.config == model.config
+    assert (tok2.bos_id, tok2.eos_id, tok2.pad_id) == (tok.bos_id, tok.eos_id, tok.pad_id)
+    assert tok2.encode(PARAGRAPH + " 2024 <|im_end|>") == tok.encode(PARAGRAPH + " 2024 <|im_end|>")
+    a, _ = flatten_with_paths(nnx.state(model, nnx.Param))
+    b, _ = flatten_with_paths(nnx.state(again, nnx.Param))
+    for (path, x), (_, y) in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=path)

