@@ -135,6 +135,12 @@ def test_tiny_gguf_loads_like_the_hf_folder(tmp_path, seed):
     assert tok.decode(tok.encode(text)) == text
     assert (tok.bos_id, tok.eos_id, tok.pad_id) == (1, 2, 2)
 
+    # Exported with its tokenizer, the HF folder gives back the same tokenizer and special ids.
+    llama.export_hf(model, tmp_path / "export", tokenizer=tok)
+    _, tok2 = llama.load_hf(tmp_path / "export")
+    assert (tok2.bos_id, tok2.eos_id, tok2.pad_id) == (1, 2, 2)
+    assert tok2.encode(text, add_special_tokens=True) == tok.encode(text, add_special_tokens=True)
+
 
 def test_gguf_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="nothing.gguf: GGUF file not found"):

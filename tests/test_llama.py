@@ -257,6 +257,29 @@ def test_export_round_trip_is_exact(tmp_path):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=path)
 
 
+def test_sharded_folder_loads_like_single_file(tmp_path):
+    from safetensors.numpy import save_file
+
+    config, folder = write_folder(tmp_path, "gqa", 5)
+    tensors = random_checkpoint(config, 5)
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    names = sorted(tensors)
+    weight_map = {}
+    for k, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+        shard = f"model-0000{k + 1}-of-00002.safetensors"
+        save_file({n: tensors[n] for n in part}, str(sharded / shard))
+        weight_map.update({n: shard for n in part})
+    (sharded / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (sharded / "config.json").write_text(json.dumps(config.to_hf_dict()))
+    single, _ = llama.load_hf(folder)
+    model, tok = llama.load_hf(sharded)
+    assert tok is None  # no tokenizer files in the folder
+    for (path, x), (_, y) in zip(flatten_with_paths(nnx.state(single, nnx.Param))[0],
+                                 flatten_with_paths(nnx.state(model, nnx.Param))[0]):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=path)
+
+
 def test_config_round_trip_and_transformers5_rope_layout():
     config = llama.LlamaConfig(**{**BASE, **VARIANTS["llama3_rope"]})
     assert llama.LlamaConfig.from_hf_dict(config.to_hf_dict()) == config
