@@ -92,3 +92,40 @@ def test_nnx_capture_fn_needs_a_mask():
     fn = nnx_capture_fn(graphdef, lambda m, b: m(b["ids"], None), rest, mask=lambda b: b["m"])
     acts, mask = fn(params, {"ids": jnp.zeros((1, 2), jnp.int32), "m": jnp.ones((1, 2))})
     assert sorted(acts) == ["down/kernel", "mix/kernel", "up/kernel"] and mask.shape == (1, 2)
+
+
+def test_tiny_llama_plan_for_every_target_and_left_padding_changes_nothing():
+    """End to end on a random 2-layer Llama: positions follow the mask, so the same rows
+    left-padded give the same statistics for all 14 target matrices."""
+    import re
+
+    from asvd_jax.models.llama import DEFAULT_TARGETS, LlamaConfig, init_llama
+
+    config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=24, num_layers=2,
+                         num_heads=4, num_kv_heads=2, rms_norm_eps=1e-5)
+    model = init_llama(config, seed=0)
+    params = nnx.state(model, nnx.Param)
+    pattern = re.compile("|".join(f"(?:{p})" for p in DEFAULT_TARGETS))
+    from asvd_jax import flatten_with_paths
+
+    targets = [p for p, _ in flatten_with_paths(params)[0] if pattern.fullmatch(p)]
+    assert len(targets) == 14
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 50, size=(2, 7))
+    plain = [{"input_ids": jnp.asarray(ids), "attention_mask": jnp.ones((2, 7), jnp.int32)}]
+    padded_ids = np.concatenate([np.full((2, 3), 2), ids], axis=1)
+    mask = np.concatenate([np.zeros((2, 3)), np.ones((2, 7))], axis=1).astype(np.int32)
+    padded = [{"input_ids": jnp.asarray(padded_ids), "attention_mask": jnp.asarray(mask)}]
+
+    def forward(m, b):
+        return m.hidden_states(b["input_ids"], b["attention_mask"])
+
+    svds = weight_svds(params, targets)
+    a = collect_statistics_nnx(model, forward, plain, targets, svds=svds)
+    b = collect_statistics_nnx(model, forward, padded, targets, svds=svds)
+    for path in targets:
+        for name in ("cos_truncate", "cos_polar", "input_energy", "total_energy", "output_norm"):
+            assert_close(getattr(b[path], name), getattr(a[path], name), "float32",
+                         scale=float(np.max(np.abs(getattr(a[path], name)))), err_msg=f"{path} {name}")
+    plan = plan_ranks(a, PaperPolicy())
+    assert len(plan.entries) == 14 and all(0 <= e.k <= e.min_dim for e in plan.entries)
