@@ -54,8 +54,9 @@ class EWCConfig:
     fisher_mode: Literal["batch", "example"] = "example"
     """Square the gradient of each example's loss ("example", the textbook empirical Fisher;
     needs every batch leaf to share a leading batch axis) or of each batch's mean loss
-    ("batch", batch-size times fewer backward passes, but near a converged optimum the
-    batch-mean gradient is mostly noise and the estimate shrinks towards zero)."""
+    ("batch"). Both cost the same flops (one backward pass per token); "example" runs them
+    one row at a time. Near a converged optimum the batch-mean gradient is mostly noise, so
+    the "batch" estimate shrinks towards zero there."""
     fisher_batches: int | None = 16
     """How many of the finished task's batches the Fisher sees (None: all of them)."""
     scope: Literal["all", "targets"] = "all"
