@@ -212,3 +212,23 @@ def test_smollm2_cache_dir_round_trip(smollm2, tmp_path):
     b, _ = flatten_with_paths(nnx.state(again, nnx.Param))
     for (path, x), (_, y) in zip(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=path)
+
+
+@pytest.mark.slow
+@pytest.mark.torch  # needs transformers (the reference); torch itself is not used
+def test_smollm2_tokenizer_matches_transformers_gguf_conversion(smollm2):
+    """transformers converts the same GGUF metadata independently: ids must agree."""
+    import os
+
+    transformers = pytest.importorskip("transformers")
+    from asvd_jax.models.assets import smollm2_gguf_path
+
+    _, tok = smollm2
+    path = smollm2_gguf_path()
+    ref = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path),
+                                                     gguf_file=os.path.basename(path))
+    texts = [PARAGRAPH, "12345 + 0.5e-3 = x", "naïve café ☃ — 東京 🙂", "def f(x):\n\treturn x  # ok\n\n\n",
+             "<|im_start|>user\nhi<|im_end|>\n", "   leading and trailing   ", "It's 9:30, isn't it?"]
+    for text in texts:
+        assert tok.encode(text) == ref.encode(text, add_special_tokens=False), text
+        assert tok.decode(tok.encode(text), skip_special_tokens=False) == text
