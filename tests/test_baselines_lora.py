@@ -131,6 +131,8 @@ def test_include_patterns_and_errors():
     assert sorted(leaves_by_path(trainable)) == ["l2/kernel/a", "l2/kernel/b"]
     with pytest.raises(ValueError, match="'nothing' matches no target"):
         lora(LoRAConfig(include=("nothing",))).start_task(make_ctx(0, params, None, []))
+    with pytest.raises(ValueError, match="not a valid regex"):
+        lora(LoRAConfig(include=("(",))).start_task(make_ctx(0, params, None, []))
     with pytest.raises(ValueError, match="'l3/kernel' is not a parameter"):
         lora().start_task(make_ctx(0, params, None, [], targets={"l3": {"kernel": aj.MatrixSpec()}}))
     with pytest.raises(ValueError, match="no MatrixSpec"):

@@ -51,8 +51,8 @@ def target_specs(targets: Any, include: Iterable[str] = ()) -> dict[str, Any]:
     """``{path: MatrixSpec}`` of the targets pytree, narrowed to paths matching ``include``.
 
     ``include`` holds regular expressions matched with ``re.search`` (case-insensitive, as in
-    ``select_targets``) against the path string; empty keeps every target. A pattern that matches no target is an error, as is a targets
-    tree without any MatrixSpec.
+    ``select_targets``) against the path string; empty keeps every target. A pattern that
+    matches no target is an error, as is a targets tree without any MatrixSpec.
     """
     flat, _ = flatten_with_paths(targets, is_leaf=lambda x: x is None or isinstance(x, MatrixSpec))
     specs = {path: spec for path, spec in flat if spec is not None and isinstance(spec, MatrixSpec)}
@@ -63,10 +63,15 @@ def target_specs(targets: Any, include: Iterable[str] = ()) -> dict[str, Any]:
         return specs
     kept = {}
     for pattern in include:
-        regex = re.compile(pattern, re.IGNORECASE)
+        try:
+            regex = re.compile(pattern, re.IGNORECASE)
+        except re.error as err:
+            raise ValueError(f"include pattern {pattern!r} is not a valid regex: {err}") from None
         hits = [p for p in specs if regex.search(p)]
         if not hits:
-            raise ValueError(f"include pattern {pattern!r} matches no target; targets are {sorted(specs)}")
+            names = sorted(specs)
+            shown = ", ".join(names[:6]) + (f", ... ({len(names)} in all)" if len(names) > 6 else "")
+            raise ValueError(f"include pattern {pattern!r} matches no target; targets: {shown}")
         kept.update({p: specs[p] for p in hits})
     return {p: specs[p] for p in specs if p in kept}
 
