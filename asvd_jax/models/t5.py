@@ -21,19 +21,15 @@ the relative bias table at ``{encoder,decoder}/layers/0/{attn,self_attn}/relativ
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from asvd_jax._paths import flatten_with_paths
 from asvd_jax.models._capture import assign_capture_names
-from asvd_jax.models._hf_io import CheckpointError, read_config, read_safetensors, take, write_safetensors
+from asvd_jax.models._hf_io import CheckpointError
 from asvd_jax.models._layers import Linear
-from asvd_jax.models._tokenizer import TextTokenizer
 
 DEFAULT_TARGETS = (
     r"(encoder|decoder)/layers/\d+/(attn|self_attn|cross_attn)/(q|k|v|o)_proj/kernel",
@@ -106,9 +102,12 @@ class T5Config:
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config.json") -> "T5Config":
-        arch = d.get("model_type") or " ".join(d.get("architectures") or [])
-        if arch != "t5" and not any(a.startswith("T5") for a in d.get("architectures") or []):
-            raise CheckpointError(f"{source}: unknown architecture {arch!r} (expected model_type 't5')")
+        archs = d.get("architectures") or []
+        # mT5 shares T5 v1.1's layout and tensor names; umT5 (per-layer bias tables) does not.
+        if d.get("model_type") not in ("t5", "mt5") and not any(a.startswith(("T5", "MT5")) for a in archs):
+            raise CheckpointError(
+                f"{source}: unknown architecture {d.get('model_type') or archs!r} (expected model_type 't5' or 'mt5')"
+            )
         fields = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in fields}
         for key in ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads"):
@@ -346,121 +345,10 @@ class T5(nnx.Module):
         return self.decode(decoder_input_ids, enc, attention_mask, decoder_attention_mask)
 
 
-# --- Hugging Face checkpoint layout ---------------------------------------------------------
-
-_ATTN_HF = {"attn": "0.SelfAttention", "self_attn": "0.SelfAttention", "cross_attn": "1.EncDecAttention"}
-_NORM_HF = {
-    "encoder": {"attn_norm": 0, "mlp_norm": 1},
-    "decoder": {"self_attn_norm": 0, "cross_attn_norm": 1, "mlp_norm": 2},
-}
-
-
-def hf_name(path: str) -> tuple[str, bool]:
-    """HF tensor name of a parameter path, and whether the array is transposed ((in,out) vs (out,in))."""
-    parts = path.split("/")
-    if path == "shared/embedding":
-        return "shared.weight", False
-    if path == "lm_head/kernel":
-        return "lm_head.weight", True
-    if len(parts) == 3 and parts[1:] == ["final_norm", "scale"]:
-        return f"{parts[0]}.final_layer_norm.weight", False
-    stack, _, i, module, *rest = parts
-    prefix = f"{stack}.block.{i}.layer"
-    if module in _ATTN_HF:
-        if rest == ["relative_bias", "embedding"]:
-            return f"{prefix}.{_ATTN_HF[module]}.relative_attention_bias.weight", False
-        return f"{prefix}.{_ATTN_HF[module]}.{rest[0][0]}.weight", True
-    if module == "mlp":
-        ff = 1 if stack == "encoder" else 2
-        return f"{prefix}.{ff}.DenseReluDense.{rest[0]}.weight", True
-    return f"{prefix}.{_NORM_HF[stack][module]}.layer_norm.weight", False
-
-
-def _params_from_tensors(cfg, tensors, source, dtype, param_dtype) -> T5:
-    abstract = nnx.eval_shape(lambda: T5(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    leaves, treedef = flatten_with_paths(state)
-    values = []
-    for path, leaf in leaves:
-        name, transposed = hf_name(path)
-        shape = tuple(leaf.shape[::-1]) if transposed else tuple(leaf.shape)
-        arr = take(tensors, name, shape, source)
-        values.append(jnp.asarray(arr.T if transposed else arr, param_dtype))
-    model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, values))
-    assign_capture_names(model)
-    return model
-
-
-def load_model(folder: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32) -> T5:
-    """A T5 from an HF folder (config.json + safetensors); checks every tensor's shape."""
-    folder = os.fspath(folder)
-    cfg = T5Config.from_hf_dict(read_config(folder), source=os.path.join(folder, "config.json"))
-    tensors = dict(read_safetensors(folder))
-    source = os.path.join(folder, "model.safetensors")
-    if "shared.weight" not in tensors and "encoder.embed_tokens.weight" in tensors:
-        tensors["shared.weight"] = tensors["encoder.embed_tokens.weight"]
-    # The head is untied when the checkpoint carries its own, different lm_head (flan / v1.1).
-    head = tensors.get("lm_head.weight")
-    if head is None and not cfg.tie_word_embeddings:
-        raise CheckpointError(f"{source}: tensor 'lm_head.weight' is missing (config.json: tie_word_embeddings=false)")
-    shared = tensors.get("shared.weight")
-    untied = head is not None and not (shared is not None and np.array_equal(head, shared))
-    cfg = dataclasses.replace(cfg, tie_word_embeddings=not untied)
-    return _params_from_tensors(cfg, tensors, source, dtype, param_dtype)
-
-
-def load_tokenizer(folder: str | os.PathLike, config: T5Config) -> TextTokenizer | None:
-    """``tokenizer.json`` of the folder wrapped with T5's ids (pad, eos; no bos); None if absent."""
-    path = os.path.join(folder, "tokenizer.json")
-    if not os.path.isfile(path):
-        return None
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_file(path)
-    backend.no_padding()
-    backend.no_truncation()
-    return TextTokenizer(backend, bos_id=None, eos_id=config.eos_token_id, pad_id=config.pad_token_id)
-
-
-def load_hf(folder: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32):
-    """(model, tokenizer) from an HF folder; tokenizer is None without ``tokenizer.json``."""
-    model = load_model(folder, dtype=dtype, param_dtype=param_dtype)
-    return model, load_tokenizer(folder, model.config)
-
-
-def load_hub(repo_id: str, *, revision: str | None = None, dtype=jnp.float32, param_dtype=jnp.float32):
-    """Download (or reuse the local cache of) a hub repository, then ``load_hf``."""
-    from huggingface_hub import snapshot_download
-
-    folder = snapshot_download(
-        repo_id, revision=revision, allow_patterns=["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer.json"]
-    )
-    return load_hf(folder, dtype=dtype, param_dtype=param_dtype)
-
-
-def hf_tensors(model: T5) -> dict[str, np.ndarray]:
-    """{HF name: float32 array in the HF (out, in) layout} for every parameter."""
-    leaves, _ = flatten_with_paths(nnx.state(model, nnx.Param))
-    out = {}
-    for path, leaf in leaves:
-        name, transposed = hf_name(path)
-        arr = np.asarray(jnp.asarray(leaf, jnp.float32))
-        out[name] = arr.T if transposed else arr
-    return out
-
-
-def export_hf(model: T5, folder: str | os.PathLike, tokenizer: TextTokenizer | None = None) -> None:
-    """Write ``config.json`` + ``model.safetensors`` (float32) that HF's T5 classes load."""
-    write_safetensors(folder, hf_tensors(model), model.config.to_hf_dict())
-    if tokenizer is not None:
-        tokenizer.save(folder)
-
-
-def init_random(config: T5Config, seed: int = 0, *, dtype=jnp.float32, param_dtype=jnp.float32) -> T5:
-    return T5(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
-
-
 from asvd_jax.models._t5_decode import forward, generate, score_options  # noqa: E402  (uses T5 methods only)
+from asvd_jax.models._t5_io import (  # noqa: E402  (needs T5, T5Config defined above)
+    export_hf, hf_name, hf_tensors, init_random, load_hf, load_hub, load_model, load_tokenizer,
+)
 
 __all__ = [
     "DEFAULT_TARGETS", "T5", "T5Config", "export_hf", "forward", "generate", "hf_name", "hf_tensors",
