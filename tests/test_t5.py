@@ -175,7 +175,7 @@ def test_cached_generation_equals_full_recompute(seed):
 def test_generation_matches_torch(tmp_path):
     import torch
 
-    # Equal encoder / decoder depth: HF 5.x sizes its generation cache by the encoder's.
+    # Equal encoder / decoder depth: HF 5.x generate raises IndexError otherwise.
     ref = _torch_folder(tmp_path, "gated-silu-tied-unscaled", seed=3)
     model = t5.load_model(tmp_path)
     ids, mask, _, _ = _batch(np.random.default_rng(2))
