@@ -286,3 +286,17 @@ def test_bad_checkpoints(tmp_path):
         t5.load_model(tmp_path / "ok")
     with pytest.raises(ValueError, match="max_new_tokens"):
         t5.generate(model, np.ones((1, 3), int), np.ones((1, 3), int), 0)
+
+
+def test_tokenizer_and_bf16_params_round_trip(tmp_path):
+    tok = _word_tokenizer()
+    model = t5.init_random(_tiny_config(), seed=2, param_dtype=jnp.bfloat16)
+    t5.export_hf(model, tmp_path, tokenizer=tok)
+    again, tok2 = t5.load_hf(tmp_path, param_dtype=jnp.bfloat16)
+    assert (tok2.eos_id, tok2.pad_id, tok2.bos_id) == (1, 0, None)
+    assert tok2.encode("w3 w7 nope") == tok.encode("w3 w7 nope") == [6, 10, 2]
+    a, _ = flatten_with_paths(nnx.state(model, nnx.Param))
+    b, _ = flatten_with_paths(nnx.state(again, nnx.Param))
+    for (path, x), (_, y) in zip(a, b):
+        assert x.dtype == y.dtype == jnp.bfloat16, path
+        np.testing.assert_array_equal(np.asarray(x, np.float32), np.asarray(y, np.float32), err_msg=path)
