@@ -48,7 +48,8 @@ class ModelConfig:
 class DataConfig:
     suite: str = "offline"
     """Task sequence: ``offline`` (the packaged five-task suite), ``olora`` / ``trace`` (the
-    paper's benchmarks under ``root``) or ``custom`` (a YAML sequence in ``path``)."""
+    paper's benchmarks under ``root``), ``custom`` (a YAML sequence in ``path``) or ``fixture``
+    (two tiny keyword tasks for pulse checks)."""
     order: int = 1
     """Task order (offline: 1-3; O-LoRA: 1-6)."""
     tasks: tuple[str, ...] = ()

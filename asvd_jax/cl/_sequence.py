@@ -47,6 +47,13 @@ def load_sequence(cfg: DataConfig):
         if not cfg.root:
             raise ValueError("data.root: TRACE needs its local folder")
         seq = data.load_trace_sequence(cfg.root)
+    elif cfg.suite == "fixture":
+        import tempfile
+
+        from asvd_jax.cl._fixture import write_fixture
+
+        # Deterministic content, so a fresh folder per call is as good as a cache.
+        seq = data.load_custom_sequence(write_fixture(tempfile.mkdtemp(prefix="asvd_fixture_"), seed=cfg.seed))
     else:
         if not cfg.path:
             raise ValueError("data.path: a custom sequence needs its YAML file")
