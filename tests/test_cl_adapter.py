@@ -1,0 +1,62 @@
+"""Decoder adapter: fast option scoring, answer-only loss, exact-match normalisation."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from asvd_jax.cl._adapter import DecoderAdapter, normalize_answer
+from asvd_jax.cl._config import ModelConfig
+from asvd_jax.cl._models import load_model
+from tolerances import assert_close
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    model, tok, _ = load_model(ModelConfig(source="random", random_width=32))
+    return DecoderAdapter(model, tok, max_len=64, batch_size=4, eval_batch_size=4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cached_option_scores_equal_pairwise_scores(adapter, seed):
+    from flax import nnx
+
+    from asvd_jax.models._generation import _decoder_option_logprobs, score_token_options
+
+    rng = np.random.default_rng(seed)
+    # Random prompts of different lengths (left padding differs per row) and options of
+    # different lengths; 5 prompts with batch 4 exercises the padded last chunk.
+    prompts = [list(rng.integers(3, 250, size=rng.integers(3, 20))) for _ in range(5)]
+    options = [list(rng.integers(3, 250, size=rng.integers(1, 4))) + [2] for _ in range(3)]
+    got = adapter._score(adapter.params, prompts, options)
+    graphdef, state = nnx.split(adapter.model(adapter.params))
+    fn = functools.partial(_decoder_option_logprobs, graphdef, state)
+    want = score_token_options(fn, prompts, options, pad_id=0, batch_size=4)
+    assert got.shape == (5, 3)
+    assert_close(got, want, "float32", scale=np.abs(want).max())
+
+
+def test_loss_counts_answer_tokens_only(adapter):
+    from asvd_jax.data import Example, Task
+    from asvd_jax.models.llama import token_logprobs
+
+    task = Task("t", "Pick.", ("yes", "no"), (Example("a b c", "yes"), Example("d", "no")), (), ())
+    batch = adapter.train_batch([(task, ex) for ex in task.train])
+    assert batch["input_ids"].shape == (4, 64)  # rows and tokens padded to fixed sizes
+    lp = np.asarray(token_logprobs(adapter.model(adapter.params), jnp.asarray(batch["input_ids"]),
+                                   jnp.asarray(batch["attention_mask"])), np.float64)
+    mask = batch["loss_mask"].astype(np.float64)
+    want = -(lp * mask).sum() / mask.sum()
+    got = float(adapter.loss(adapter.params, {k: jnp.asarray(v) for k, v in batch.items()}))
+    assert_close(got, want, "float32")
+    tok = adapter.tokenizer
+    answer_tokens = len(tok.encode(" yes")) + 1 + len(tok.encode(" no")) + 1  # each with EOS
+    assert mask[2:].sum() == 0 and mask.sum() == answer_tokens
+
+
+def test_normalize_answer():
+    assert normalize_answer("  Positive.") == "positive"
+    assert normalize_answer("sci-fi!") == "sci fi"
+    assert normalize_answer("") == ""
