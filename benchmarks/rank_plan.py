@@ -87,7 +87,8 @@ def main() -> None:
     print(f"SVD of {len(targets)} matrices in {t_svd:.1f} s", flush=True)
 
     t0 = time.perf_counter()
-    stats = collect_statistics_nnx(model, lambda m, b: m(b["input_ids"], b["attention_mask"]),
+    # hidden_states: the forward without the LM head, which has no target matrix.
+    stats = collect_statistics_nnx(model, lambda m, b: m.hidden_states(b["input_ids"], b["attention_mask"]),
                                    batches, targets, svds=svds)
     t_stats = time.perf_counter() - t0
 

@@ -74,9 +74,11 @@ def _matrix_sums(x: jax.Array, kernel: jax.Array, vectors: jax.Array, values: ja
                  weight: jax.Array) -> MatrixSums:
     """Sums for x (n, T, d_in), kernel (n, d_in, d_out), input vectors (n, d_in, r),
     singular values (n, r) and token weights (T,) in {0, 1}."""
-    y = jnp.einsum("nti,nio->nto", x, kernel, precision=_HIGHEST)
-    m = min(x.shape[-1], y.shape[-1])
-    xt, yt = x[..., :m], y[..., :m]
+    m = min(kernel.shape[-2:])
+    # Only the first m output coordinates enter the truncated cosine: skip the other columns
+    # (a 576 x 1536 up-projection then costs 576 x 576 per token, not a second forward).
+    xt = x[..., :m]
+    yt = jnp.einsum("nti,nio->nto", x, kernel[..., :m], precision=_HIGHEST)
     cos_t = _ratio(jnp.sum(xt * yt, -1), jnp.linalg.norm(xt, axis=-1) * jnp.linalg.norm(yt, axis=-1))
     z = jnp.einsum("nti,nir->ntr", x, vectors, precision=_HIGHEST)
     sz = values[:, None, :] * z
