@@ -61,7 +61,7 @@ def main() -> None:
 
     from asvd_jax.models.llama import DEFAULT_TARGETS
     from asvd_jax.models._llama_load import load_smollm2
-    from asvd_jax.ranks import PaperPolicy, collect_statistics_nnx, plan_ranks, weight_svds
+    from asvd_jax.ranks import EnergyPolicy, PaperPolicy, collect_statistics_nnx, plan_ranks, weight_svds
     from asvd_jax import flatten_with_paths
 
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}", flush=True)
@@ -110,8 +110,17 @@ def main() -> None:
         print(f"{kind:<10} {s['count']:>5d} {np.mean(imp[kind]):>16.3f} {s['min']:>14.3f} "
               f"{s['mean']:>6.3f} {s['max']:>6.3f}")
     fr = np.array([e.protected_fraction for e in plan.entries])
+    clamped = sum(e.k == e.min_dim for e in plan.entries)
     print(f"all: mean protected fraction {fr.mean():.4f} (trr {args.trr}), "
-          f"min {fr.min():.3f}, max {fr.max():.3f}")
+          f"min {fr.min():.3f}, max {fr.max():.3f}, {clamped} matrices clamped at min dim")
+    # The same statistics under the other importance mode and the energy policy: no new pass.
+    other = "polar" if args.nonsquare == "truncate" else "truncate"
+    for name, policy in ((f"paper, nonsquare={other}", PaperPolicy(mrr=args.mrr, trr=args.trr, nonsquare=other)),
+                         ("energy tau=0.9", EnergyPolicy(0.9))):
+        alt = plan_ranks(stats, policy)
+        line = ", ".join(f"{k} {v['mean']:.3f}" for k, v in alt.summary().items())
+        afr = np.mean([e.protected_fraction for e in alt.entries])
+        print(f"{name}: mean protected fraction {afr:.4f}; by type: {line}")
     if args.table:
         print(plan.table())
     if args.out:
