@@ -14,9 +14,8 @@ def build(config: MethodConfig, inner):
     from asvd_jax.cl import baselines as b
 
     if config.name == "ewc":
-        method = b.ewc(b.EWCConfig(ewc_lambda=config.ewc_lambda))
-        method.optimizer = inner  # full fine-tuning budget and schedule, plus the penalty
-        return method
+        # The full fine-tuning chain (same lr, schedule, clipping as SeqFT), plus the penalty.
+        return b.ewc(b.EWCConfig(ewc_lambda=config.ewc_lambda), optimizer=inner)
     lora_cfg = b.LoRAConfig(rank=config.lora_rank, alpha=config.lora_alpha,
                             learning_rate=config.lora_lr)
     if config.name == "lora":
