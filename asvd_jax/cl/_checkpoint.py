@@ -2,7 +2,7 @@
 
 Layout under ``<run_dir>/checkpoints/``::
 
-    task-0002/            orbax tree + meta.json (task_index 2 finished)
+    task-0002/            group-<name>/ orbax items + meta.json (task_index 2 finished)
     step-0002-000150/     mid-task: task 2, 150 micro-batches done
     latest.json           {"name": ...} of the newest committed checkpoint
 
@@ -91,7 +91,8 @@ class Checkpointer:
             shutil.rmtree(path)  # an uncommitted leftover of a killed run
         os.makedirs(path)
         ckpt = ocp.StandardCheckpointer()
-        ckpt.save(os.path.join(path, "arrays"), tree, force=True)
+        for group, value in tree.items():  # one item per group: any subset restores alone
+            ckpt.save(os.path.join(path, f"group-{group}"), value, force=True)
         if raw:  # separate item: restored without a template, so it cannot share the tree
             ckpt.save(os.path.join(path, "raw"), raw, force=True)
         ckpt.wait_until_finished()
@@ -167,7 +168,7 @@ class Checkpointer:
                 target[group] = {"_empty": jax.ShapeDtypeStruct((), np.int8)}
         ckpt = ocp.StandardCheckpointer()
         try:
-            restored = ckpt.restore(os.path.join(path, "arrays"), target)
+            restored = {g: ckpt.restore(os.path.join(path, f"group-{g}"), t) for g, t in target.items()}
         except Exception as e:  # orbax raises several types for shape/structure mismatches
             raise CheckpointMismatch(f"{path}: cannot restore ({type(e).__name__}: {e})") from e
         finally:

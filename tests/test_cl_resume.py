@@ -1,0 +1,79 @@
+"""Resume after a kill in the middle of a task, and resume of methods with carry state."""
+
+import json
+
+import pytest
+
+from asvd_jax.cl import load_config, run
+from asvd_jax.cl._checkpoint import Checkpointer
+
+BASE = ["model.source=random", "model.random_width=32", "data.suite=fixture", "data.max_len=64",
+        "train.lr=3e-3", "train.batch_size=8", "eval.batch_size=16", "method.stats_examples=16",
+        "data.max_eval_per_task=8", "run.progress=false", "checkpoint.export_hf=false",
+        "eval.zero_shot=false"]
+
+
+def _strip(m):
+    m = json.loads(json.dumps(m))
+    m.pop("timing", None)
+    m.pop("name", None)
+    for row in m["rows"]:
+        row["train"].pop("seconds", None)
+    return m
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_kill_mid_task_then_resume(tmp_path, monkeypatch):
+    from asvd_jax.cl import _runner
+
+    overrides = BASE + ["method.name=asvd", "checkpoint.every_steps=1"]
+    full = run(load_config(None, overrides), run_dir=str(tmp_path / "full"))
+
+    original = _runner.make_train_step
+
+    def dying(adapter, method, opt):
+        step = original(adapter, method, opt)
+        calls = {"n": 0}
+
+        def wrapped(*args):
+            calls["n"] += 1
+            if method._bases is not None and calls["n"] == 3:  # task 2, third batch
+                raise Killed()
+            return step(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(_runner, "make_train_step", dying)
+    with pytest.raises(Killed):
+        run(load_config(None, overrides), run_dir=str(tmp_path / "k"))
+    latest = Checkpointer(tmp_path / "k").latest()
+    assert latest["kind"] == "step" and latest["stage"] == 1 and latest["micro_step"] == 2
+    monkeypatch.setattr(_runner, "make_train_step", original)
+    resumed = run(load_config(None, overrides), run_dir=str(tmp_path / "k"), resume=True)
+    assert _strip(resumed) == _strip(full)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ewc", "olora"])
+def test_carry_state_survives_resume(tmp_path, method):
+    overrides = BASE + [f"method.name={method}"]
+    full = run(load_config(None, overrides), run_dir=str(tmp_path / "full"))
+    run(load_config(None, overrides + ["run.stop_after_task=0"]), run_dir=str(tmp_path / "r"))
+    resumed = run(load_config(None, overrides), run_dir=str(tmp_path / "r"), resume=True)
+    assert _strip(resumed) == _strip(full)
+
+
+@pytest.mark.slow
+def test_mtl_and_fresh_optimizer_off(tmp_path):
+    m = run(load_config(None, BASE + ["method.name=mtl"]), run_dir=str(tmp_path / "mtl"))
+    assert [r["stage"] for r in m["rows"]] == ["joint"] and len(m["accuracy_matrix"][0]) == 2
+    overrides = BASE + ["method.name=asvd", "train.fresh_optimizer=false", "train.grad_accum=2"]
+    full = run(load_config(None, overrides), run_dir=str(tmp_path / "carry"))
+    assert full["rows"][1]["train"]["optimizer_steps"] == full["rows"][1]["train"]["micro_steps"] // 2
+    run(load_config(None, overrides + ["run.stop_after_task=0"]), run_dir=str(tmp_path / "c2"))
+    resumed = run(load_config(None, overrides), run_dir=str(tmp_path / "c2"), resume=True)
+    assert _strip(resumed) == _strip(full)  # AdamW moments restored from the task-end checkpoint
