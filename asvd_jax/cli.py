@@ -87,7 +87,9 @@ def _demo(args) -> int:
                                     f"run.out_dir={args.out_dir}", f"run.name={stamp}-{name}"],
                              base=config)
         print(f"== {name} ==", file=sys.stderr, flush=True)
-        results.append(run(config))
+        # Every method starts from the same model on the same data: evaluate it once.
+        initial = {k: results[0][k] for k in ("zero_shot", "general_ability") if results and k in results[0]}
+        results.append(run(config, initial=initial))
     print(comparison_table(results))
     print(f"\ntotal {time.perf_counter() - start:.0f} s; run directories under {args.out_dir}/")
     return 0

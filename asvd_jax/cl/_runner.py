@@ -93,8 +93,12 @@ def _comparable(config: ExperimentConfig) -> dict:
 class Runner:
     """State of one run; ``run()`` below is the entry point."""
 
-    def __init__(self, config: ExperimentConfig, run_dir: str | None = None, resume: bool = False):
+    def __init__(self, config: ExperimentConfig, run_dir: str | None = None, resume: bool = False,
+                 initial: dict | None = None):
         self.config = validate(config)
+        # Evaluations of the initial model from another run with the same model, data and eval
+        # settings (the demo's second method): {"zero_shot": ..., "general_ability": ...}.
+        self.initial = initial or {}
         c = self.config
         self.resume = resume
         self.run_dir = os.path.abspath(run_dir or os.path.join(c.run.out_dir, c.run.name or default_run_name(c)))
@@ -296,6 +300,9 @@ class Runner:
         for key in ("zero_shot", "general_ability"):
             if key in saved:
                 metrics[key] = saved[key]
+            elif key in self.initial:
+                metrics[key] = {"lm_loss_before": self.initial[key]["lm_loss_before"]} \
+                    if key == "general_ability" else self.initial[key]
         if c.eval.zero_shot and "zero_shot" not in metrics:
             ev = self.evaluate_all(params, "zero-shot")
             metrics["zero_shot"] = {"accuracy": [e["accuracy"] for e in ev],
@@ -448,6 +455,11 @@ class Runner:
             self._timed("export", time.perf_counter() - t)
 
 
-def run(config: ExperimentConfig, *, run_dir: str | None = None, resume: bool = False) -> dict:
-    """Run ``config`` end to end (or continue it with ``resume=True``); returns metrics."""
-    return Runner(config, run_dir=run_dir, resume=resume).run()
+def run(config: ExperimentConfig, *, run_dir: str | None = None, resume: bool = False,
+        initial: dict | None = None) -> dict:
+    """Run ``config`` end to end (or continue it with ``resume=True``); returns metrics.
+
+    ``initial``: zero-shot / LM-loss results of the same initial model from another run with
+    the same model, data and eval settings, reused instead of evaluated again.
+    """
+    return Runner(config, run_dir=run_dir, resume=resume, initial=initial).run()
