@@ -120,7 +120,8 @@ class EncoderAdapter(_Base):
         model = self.model(params)
         with capture() as acts:
             model(batch["input_ids"], batch["attention_mask"])
-        return dict(acts), batch["attention_mask"]
+        # Padding rows repeat a real row (see train_batch): their weight 0 keeps them out.
+        return dict(acts), batch["attention_mask"] * (batch["row_weight"][:, None] > 0)
 
     def _embed_all(self, params, texts, width):
         import jax
