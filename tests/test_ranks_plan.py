@@ -91,3 +91,11 @@ def test_bad_plan_json_raises():
         RankPlan.from_json("{", source="x.json")
     with pytest.raises(ValueError, match="format_version"):
         RankPlan.from_dict({"entries": []})
+
+
+def test_numpy_override_values_serialise():
+    stats = make_stats(np.random.default_rng(0))
+    plan = plan_ranks(stats, UniformPolicy(np.float32(0.5)), [Override("k_proj", k=np.int64(3)),
+                                                  Override("q_proj", protected_fraction=np.float32(0.25))])
+    again = RankPlan.from_json(plan.to_json())
+    assert again == plan and again.ranks()["layers/0/attn/k_proj/kernel"] == 3

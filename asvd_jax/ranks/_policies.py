@@ -18,6 +18,7 @@ fine-tuning, 1 a frozen matrix. This is the only direction the word is used in.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from collections.abc import Mapping
 from typing import Protocol
@@ -33,9 +34,14 @@ def _fraction_to_k(fraction: np.ndarray, min_dim: int) -> np.ndarray:
     return np.clip(k, 0, min_dim).astype(np.int64)
 
 
-def _check_fraction(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+def _check_fraction(name: str, value: float) -> float:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)  # a plain float, so the plan's JSON takes numpy scalars too
+
+
+def _set_fraction(obj, field: str) -> None:
+    object.__setattr__(obj, field, _check_fraction(f"{type(obj).__name__}.{field}", getattr(obj, field)))
 
 
 class RankPolicy(Protocol):
@@ -72,8 +78,8 @@ class PaperPolicy:
     name: str = dataclasses.field(default="paper", init=False)
 
     def __post_init__(self):
-        _check_fraction("PaperPolicy.mrr", self.mrr)
-        _check_fraction("PaperPolicy.trr", self.trr)
+        _set_fraction(self, "mrr")
+        _set_fraction(self, "trr")
         if self.nonsquare not in ("truncate", "polar"):
             raise ValueError(f"PaperPolicy.nonsquare must be 'truncate' or 'polar', got {self.nonsquare!r}")
 
@@ -125,7 +131,7 @@ class UniformPolicy:
     name: str = dataclasses.field(default="uniform", init=False)
 
     def __post_init__(self):
-        _check_fraction("UniformPolicy.fraction", self.fraction)
+        _set_fraction(self, "fraction")
 
     def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
         return {p: _fraction_to_k(np.full(st.stack_shape, self.fraction), st.min_dim)
@@ -142,7 +148,7 @@ class EnergyPolicy:
     name: str = dataclasses.field(default="energy", init=False)
 
     def __post_init__(self):
-        _check_fraction("EnergyPolicy.tau", self.tau)
+        _set_fraction(self, "tau")
 
     def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
         out = {}
@@ -172,10 +178,13 @@ class Override:
         if (self.protected_fraction is None) == (self.k is None):
             raise ValueError(f"Override({self.pattern!r}): give exactly one of protected_fraction or k")
         if self.protected_fraction is not None:
-            _check_fraction(f"Override({self.pattern!r}).protected_fraction", self.protected_fraction)
+            object.__setattr__(self, "protected_fraction", _check_fraction(
+                f"Override({self.pattern!r}).protected_fraction", self.protected_fraction))
         if self.k is not None and (not isinstance(self.k, (int, np.integer)) or isinstance(self.k, bool)
                                    or self.k < 0):
             raise ValueError(f"Override({self.pattern!r}).k must be an int >= 0, got {self.k!r}")
+        if self.k is not None:  # numpy ints would not survive the plan's JSON
+            object.__setattr__(self, "k", int(self.k))
         try:
             re.compile(self.pattern)
         except re.error as err:
