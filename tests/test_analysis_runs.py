@@ -100,3 +100,28 @@ def test_bad_run_directories(tmp_path):
         accuracy_matrix(load_run(tmp_path))
     with pytest.raises(TypeError, match="Run"):
         accuracy_matrix(42)
+
+
+@pytest.mark.slow
+def test_reads_a_real_runner_directory(tmp_path):
+    """The runner's own output on a tiny random model: the format this module reads."""
+    from asvd_jax.analysis import plan_grid
+    from asvd_jax.cl import load_config, run
+    from asvd_jax.cl._fixture import write_fixture
+
+    data = write_fixture(str(tmp_path / "fixture"), n_train=16, n_test=8)
+    overrides = ["model.source=random", "model.random_width=32", "data.suite=custom",
+                 f"data.path={data}", "data.max_len=64", "train.batch_size=8", "eval.batch_size=16",
+                 "method.name=asvd", "method.stats_examples=8", "checkpoint.export_hf=false",
+                 "run.progress=false"]
+    metrics = run(load_config(None, overrides), run_dir=str(tmp_path / "run"))
+    r = load_run(tmp_path / "run")
+    assert r.complete and r.method == "asvd" and r.config["method"]["name"] == "asvd"
+    assert_close(accuracy_matrix(r), metrics["accuracy_matrix"], "float64")
+    for key, value in metrics["summary"].items():
+        if key in ("average_accuracy", "bwt", "forgetting", "fwt"):
+            assert_close(run_summary(r)[key], value, "float64")
+    assert r.rank_plans[0] is None and r.rank_plans[1] is not None
+    grid = plan_grid(r.rank_plans[1], "k")
+    assert np.isfinite(grid.values).any()
+    assert stage_records(r, "leakage")[1]["max"] < 1e-4

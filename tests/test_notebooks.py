@@ -88,14 +88,22 @@ def _save_figures(nb, stem: str) -> int:
     return count
 
 
+@pytest.fixture(scope="module")
+def shared_dirs(tmp_path_factory):
+    """Data cache and run folder shared by the notebooks: notebook 4 compares with notebook 2's
+    run, and the offline suite is built once."""
+    root = tmp_path_factory.mktemp("notebooks")
+    return root / "data", root / "runs"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dst", list(PAIRS.values()), ids=lambda p: p.stem)
-def test_notebook_executes(dst, tmp_path, monkeypatch):
+def test_notebook_executes(dst, tmp_path, monkeypatch, shared_dirs):
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv("ASVD_JAX_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("ASVD_NOTEBOOK_RUN_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("ASVD_JAX_DATA_DIR", str(shared_dirs[0]))
+    monkeypatch.setenv("ASVD_NOTEBOOK_RUN_DIR", str(shared_dirs[1]))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(dst, as_version=4)
     client = nbclient.NotebookClient(
