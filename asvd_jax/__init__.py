@@ -4,6 +4,7 @@
 (datasets) and plots (matplotlib) live in subpackages that import their framework themselves.
 """
 
+from asvd_jax._accumulate import AccumulateGradientsState, accumulate_gradients
 from asvd_jax._bases import SubspaceBasis, compute_bases
 from asvd_jax._diagnostics import protected_leakage
 from asvd_jax._paths import flatten_with_paths, path_str
@@ -20,11 +21,13 @@ from asvd_jax._transform import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccumulateGradientsState",
     "DEFAULT_EXCLUDE",
     "MODES",
     "MatrixSpec",
     "ProjectOutProtectedState",
     "SubspaceBasis",
+    "accumulate_gradients",
     "compute_bases",
     "exact_svd",
     "flatten_with_paths",
