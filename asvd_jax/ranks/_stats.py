@@ -74,28 +74,28 @@ def _matrix_sums(x: jax.Array, kernel: jax.Array, vectors: jax.Array, values: ja
                  weight: jax.Array) -> MatrixSums:
     """Sums for x (n, T, d_in), kernel (n, d_in, d_out), input vectors (n, d_in, r),
     singular values (n, r) and token weights (T,) in {0, 1}."""
+    # Padded tokens become exact zeros first (NaN-safe); every sum below then skips them
+    # without a mask per statistic, and their cosines are 0 by _ratio's convention.
+    x = jnp.where(weight[None, :, None] > 0, x, 0.0)
     m = min(kernel.shape[-2:])
     # Only the first m output coordinates enter the truncated cosine: skip the other columns
     # (a 576 x 1536 up-projection then costs 576 x 576 per token, not a second forward).
     xt = x[..., :m]
     yt = jnp.einsum("nti,nio->nto", x, kernel[..., :m], precision=_HIGHEST)
-    cos_t = _ratio(jnp.sum(xt * yt, -1), jnp.linalg.norm(xt, axis=-1) * jnp.linalg.norm(yt, axis=-1))
+    cos_t = _ratio(jnp.sum(xt * yt, -1), jnp.sqrt(jnp.sum(xt * xt, -1) * jnp.sum(yt * yt, -1)))
     z = jnp.einsum("nti,nir->ntr", x, vectors, precision=_HIGHEST)
-    sz = values[:, None, :] * z
-    x_norm = jnp.linalg.norm(x, axis=-1)
-    cos_p = _ratio(jnp.sum(sz * z, -1), x_norm * jnp.linalg.norm(sz, axis=-1))
-    keep = weight > 0
-
-    def tok_sum(v):  # sum over tokens with padding replaced by exact zeros (NaN-safe)
-        w = keep.reshape((1, -1) + (1,) * (v.ndim - 2))
-        return jnp.sum(jnp.where(w, v, 0.0), axis=1)
-
+    z2 = z * z
+    # <x, xP> = sum_j s_j z_j^2 and |xP|^2 = sum_j s_j^2 z_j^2: two small matmuls over z^2.
+    num_p = jnp.einsum("ntr,nr->nt", z2, values, precision=_HIGHEST)
+    px2 = jnp.einsum("ntr,nr->nt", z2, values * values, precision=_HIGHEST)
+    x2 = jnp.sum(x * x, -1)
+    cos_p = _ratio(num_p, jnp.sqrt(x2 * px2))
     return MatrixSums(
-        cos_truncate=tok_sum(cos_t),
-        cos_polar=tok_sum(cos_p),
-        input_energy=tok_sum(z * z),
-        total_energy=tok_sum(x_norm * x_norm),
-        output_norm=tok_sum(jnp.abs(sz)),
+        cos_truncate=jnp.sum(cos_t, 1),
+        cos_polar=jnp.sum(cos_p, 1),
+        input_energy=jnp.sum(z2, 1),
+        total_energy=jnp.sum(x2, 1),
+        output_norm=values * jnp.sum(jnp.abs(z), 1),
     )
 
 
