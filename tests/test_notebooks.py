@@ -2,7 +2,8 @@
 
 The execution test (slow) runs every notebook on its small settings in a fresh kernel of this
 interpreter (a kernelspec written into the test's temporary folder, never installed
-globally). Set ``ASVD_NOTEBOOK_FIGURES=<folder>`` to keep each figure as a PNG for review.
+globally). Set ``ASVD_NOTEBOOK_FIGURES=<folder>`` to keep each figure as a PNG for review, and
+``ASVD_NOTEBOOK_RUN_DIR=<folder>`` to keep the continual runs (finished ones are reused).
 """
 
 import base64
@@ -93,7 +94,8 @@ def shared_dirs(tmp_path_factory):
     """Data cache and run folder shared by the notebooks: notebook 4 compares with notebook 2's
     run, and the offline suite is built once."""
     root = tmp_path_factory.mktemp("notebooks")
-    return root / "data", root / "runs"
+    # A given ASVD_NOTEBOOK_RUN_DIR keeps the runs, and finished ones are reused next time.
+    return root / "data", Path(os.environ.get("ASVD_NOTEBOOK_RUN_DIR") or root / "runs")
 
 
 @pytest.mark.slow
@@ -107,7 +109,7 @@ def test_notebook_executes(dst, tmp_path, monkeypatch, shared_dirs):
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = nbformat.read(dst, as_version=4)
     client = nbclient.NotebookClient(
-        nb, kernel_name=_kernel(tmp_path), timeout=900,
+        nb, kernel_name=_kernel(tmp_path), timeout=1800,
         resources={"metadata": {"path": str(ROOT)}},
     )
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any error

@@ -135,9 +135,12 @@ def plot_forgetting(curves: Mapping[str, Any], *, ax=None, title: str | None = N
       curves: ``{task name: (stages, accuracies)}`` as returned by ``forgetting_curves``.
     """
     fig, ax = _axes(ax, (6, 4))
+    from matplotlib.ticker import MaxNLocator
+
     for name, (stages, accs) in curves.items():
         ax.plot(np.asarray(stages), np.asarray(accs), marker="o", ms=3, label=name)
-    ax.set_xlabel("after training task (stage)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("after training stage (-1: zero-shot)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)
@@ -148,11 +151,15 @@ def plot_forgetting(curves: Mapping[str, Any], *, ax=None, title: str | None = N
 
 def plot_rank_plans_over_tasks(kinds: Sequence[str], values: Any, *, ax=None, title: str | None = None):
     """Mean protected fraction per matrix type at every task boundary (``plans_over_tasks``)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = _axes(ax, (6, 4))
     v = np.asarray(values, np.float64)
     for j, kind in enumerate(kinds):
-        ax.plot(np.arange(len(v)), v[:, j], marker="o", ms=3, label=kind.split("/")[-1])
-    ax.set_xlabel("task")
+        ax.plot(np.arange(len(v)), v[:, j], marker="o", ms=4, label=kind.split("/")[-1])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(-0.5, len(v) - 0.5)
+    ax.set_xlabel("task (0 trains without protection)")
     ax.set_ylabel("mean protected fraction")
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=8)
