@@ -6,10 +6,10 @@ offline suite, finish in under 15 minutes on a 2-core CPU (docs/runner.md has th
 
 DEMO_OVERRIDES = {
     "model": {"family": "llama", "source": "smollm2"},
-    "data": {"suite": "offline", "order": 1, "max_len": 96, "max_train_per_task": 64,
-             "max_eval_per_task": 24},
+    "data": {"suite": "offline", "order": 1, "max_len": 96, "max_train_per_task": 48,
+             "max_eval_per_task": 16},
     "method": {"stats_examples": 32},
     "train": {"lr": 3e-5, "batch_size": 8, "epochs": 1},
-    "eval": {"batch_size": 24, "max_new_tokens": 4},
+    "eval": {"batch_size": 16, "max_new_tokens": 4},
     "checkpoint": {"export_hf": False},
 }

@@ -243,13 +243,14 @@ class Runner:
             fn(carry)
         return restored["params"]
 
-    def _save_task_end(self, stage: int, params, moments) -> None:
+    def _save_task_end(self, stage: int, params, moments, record: dict) -> None:
         groups = {"params": params}
         if moments is not None:
             groups["adam"] = moments
+        # meta.json holds the method's record (rank plan included) beside the arrays.
         self.ckpt.save(f"task-{stage:04d}", groups,
                        {"kind": "task", "stage": stage, "task_index": stage,
-                        "rng_seed": self.config.train.seed},
+                        "rng_seed": self.config.train.seed, "record": record},
                        raw={"carry": self._carry()})
         self.ckpt.remove("step-")  # mid-task checkpoints of a finished task are spent
         self.ckpt.prune("task-", keep=self.config.checkpoint.keep_tasks)
@@ -403,6 +404,7 @@ class Runner:
         new_moments = None if c.train.fresh_optimizer else adam_states(opt_state)
         params, record = self.method.finish_task(trainable, frozen, ctx)
         params = shard_tree(params, self.mesh)
+        full_record = dict(record)
         if "rank_plan" in record:
             os.makedirs(os.path.join(self.run_dir, "rank_plans"), exist_ok=True)
             write_json_atomic(os.path.join(self.run_dir, "rank_plans", f"task-{stage:04d}-{name}.json"),
@@ -419,7 +421,7 @@ class Runner:
             "record": record,
             "eval": ev,
         })
-        self._save_task_end(stage, params, new_moments)
+        self._save_task_end(stage, params, new_moments, full_record)
         self.write_metrics(metrics)
         return params, new_moments
 
