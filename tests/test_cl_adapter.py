@@ -20,24 +20,30 @@ def adapter():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_cached_option_scores_equal_pairwise_scores(adapter, seed):
+def test_fused_eval_equals_generate_and_pairwise_scores(adapter, seed):
     from flax import nnx
 
-    from asvd_jax.models._generation import _decoder_option_logprobs, score_token_options
+    from asvd_jax.cl._decoder_eval import generate_and_score
+    from asvd_jax.models._generation import _decoder_option_logprobs, _pad_rows, generate, score_token_options
 
     rng = np.random.default_rng(seed)
-    # Random prompts of different lengths (left padding differs per row) and options of
-    # different lengths; 5 prompts with batch 4 exercises the padded last chunk.
-    # Lengths vary within one bucket (prompts <= 16, longest option 4) so every seed reuses
-    # one compiled program.
-    prompts = [list(rng.integers(3, 250, size=rng.integers(3, 16))) for _ in range(5)]
+    # Prompts of different lengths (left padding differs per row), options of different
+    # lengths plus EOS, and an empty option slot (all padding) as the runner passes them.
+    prompts = [list(rng.integers(3, 250, size=rng.integers(3, 16))) for _ in range(4)]
     options = [list(rng.integers(3, 250, size=n)) + [2] for n in (rng.integers(1, 4), 3, rng.integers(1, 4))]
-    got = adapter._score(adapter.params, prompts, options)
-    graphdef, state = nnx.split(adapter.model(adapter.params))
+    pi, pm = _pad_rows(prompts, 16, 0, left=True)
+    oi, om = _pad_rows(options + [[0]], 5, 0, left=False)
+    model = adapter.model(adapter.params)
+    fused = jax.jit(lambda p, a, b, c, d: generate_and_score(adapter.model(p), a, b, c, d, 5, 2, 0))
+    tokens, scores = fused(adapter.params, pi, pm, oi, om)
+    graphdef, state = nnx.split(model)
     fn = functools.partial(_decoder_option_logprobs, graphdef, state)
     want = score_token_options(fn, prompts, options, pad_id=0, batch_size=4)
-    assert got.shape == (5, 3)
-    assert_close(got, want, "float32", scale=np.abs(want).max())
+    assert_close(np.asarray(scores)[:, :3], want, "float32", scale=np.abs(want).max())
+    want_tokens = generate(model, prompts, 5, 2, pad_id=0)
+    for row, ref in zip(np.asarray(tokens).tolist(), want_tokens):
+        cut = row[: row.index(2)] if 2 in row else row
+        assert cut == ref
 
 
 def test_loss_counts_answer_tokens_only(adapter):

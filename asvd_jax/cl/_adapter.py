@@ -132,22 +132,48 @@ class DecoderAdapter:
         # Options are scored as the model was trained to emit them: " label" then EOS.
         return [self.tokenizer.encode(" " + o) + eos for o in task.options]
 
+    max_options = 8
+    """Option slots of the fused evaluation (fixed so every task shares one program)."""
+    option_len = 8
+    """Token slots per option (label words are 1-3 tokens, plus EOS)."""
+
     def evaluate(self, params, task, examples):
-        from asvd_jax.models._generation import generate
+        import jax
+        import jax.numpy as jnp
+
+        from asvd_jax.cl._decoder_eval import generate_and_score
+        from asvd_jax.models._generation import _pad_rows
 
         if not examples:
             raise ValueError(f"task {task.name!r}: no evaluation examples")
-        model = self.model(params)
+        pad, eos = self.tokenizer.pad_id, self.tokenizer.eos_id
+        option_ids = self._option_ids(task) if task.options else [[eos if eos is not None else pad]]
+        if len(option_ids) > self.max_options or max(map(len, option_ids)) > self.option_len:
+            raise ValueError(f"task {task.name!r}: options exceed {self.max_options} options of "
+                             f"{self.option_len} tokens")
+        oi, om = _pad_rows(option_ids + [[pad]] * (self.max_options - len(option_ids)),
+                           self.option_len, pad, left=False)
+        if self._eval_fn is None:
+            def fn(params, ids, mask, oi, om):
+                return generate_and_score(self.model(params), ids, mask, oi, om, self.max_new_tokens,
+                                          -1 if eos is None else eos, pad)
+            self._eval_fn = jax.jit(fn)
         prompt_ids = self._prompt_ids(task, examples)
+        rows = self.eval_batch_size
+        gen, scores = [], []
+        for s in range(0, len(prompt_ids), rows):
+            chunk = prompt_ids[s:s + rows]
+            n = len(chunk)
+            chunk = chunk + [chunk[-1]] * (rows - n)  # fixed shape, results dropped
+            pi, pm = _pad_rows(chunk, self.max_len, pad, left=True)
+            g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om))
+            gen += np.asarray(g)[:n].tolist()
+            scores.append(np.asarray(sc, np.float64)[:n, : len(option_ids)])
         labels = [normalize_answer(ex.label) for ex in examples]
         out: dict[str, Any] = {"n": len(examples)}
         if self.protocol in ("generate", "both") or not task.options:
-            eos = self.tokenizer.eos_id
-            gen = []
-            for s in range(0, len(prompt_ids), self.eval_batch_size):
-                gen += generate(model, prompt_ids[s:s + self.eval_batch_size], self.max_new_tokens,
-                                eos, pad_id=self.tokenizer.pad_id)
-            texts = [normalize_answer(self.tokenizer.decode(g)) for g in gen]
+            cut = [g[: g.index(eos)] if eos in g else g for g in gen]
+            texts = [normalize_answer(self.tokenizer.decode(g)) for g in cut]
             out["generate_accuracy"] = float(np.mean([t == l for t, l in zip(texts, labels)]))
             opts = {normalize_answer(o) for o in task.options}
             # Share of answers that are no label word at all (format drift) and the most
@@ -156,67 +182,12 @@ class DecoderAdapter:
             values, counts = np.unique(texts, return_counts=True)
             out["top_prediction"] = str(values[np.argmax(counts)]) if len(values) else ""
         if task.options and self.protocol in ("options", "both"):
-            scores = self._score(params, prompt_ids, self._option_ids(task))
-            pred = [normalize_answer(task.options[j]) for j in scores.argmax(axis=1)]
+            pred = [normalize_answer(task.options[j]) for j in np.concatenate(scores).argmax(axis=1)]
             out["option_accuracy"] = float(np.mean([p == l for p, l in zip(pred, labels)]))
         out["accuracy"] = out.get("generate_accuracy", out.get("option_accuracy"))
         return out
 
-    def _score(self, params, prompt_ids, option_ids):
-        """(n_prompts, n_options) summed log-likelihood of each option after each prompt.
-
-        The prompt runs once into a KV cache; each option then runs its few tokens from that
-        cache (the prompt dominates the cost, so this is ~n_options times cheaper than
-        scoring every prompt + option pair from scratch). Equal to the pairwise scores of
-        ``asvd_jax.models.llama.score_options`` to float32 rounding (tested).
-        """
-        import jax
-        import jax.numpy as jnp
-
-        from asvd_jax.models._generation import _pad_rows, bucket_length
-
-        if self._score_fn is None:
-            self._score_fn = jax.jit(self._option_logprobs)
-        o_len = max(map(len, option_ids))
-        oi, om = _pad_rows(option_ids, o_len, self.tokenizer.pad_id, left=False)
-        p_len = bucket_length(max(map(len, prompt_ids)))
-        rows, out = self.eval_batch_size, []
-        for s in range(0, len(prompt_ids), rows):
-            chunk = prompt_ids[s:s + rows]
-            chunk = chunk + [chunk[-1]] * (rows - len(chunk))  # fixed shape, results dropped
-            pi, pm = _pad_rows(chunk, p_len, self.tokenizer.pad_id, left=True)
-            scores = self._score_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om))
-            out.append(np.asarray(scores, np.float64)[: min(rows, len(prompt_ids) - s)])
-        return np.concatenate(out)
-
-    _score_fn = None
-
-    def _option_logprobs(self, params, ids, mask, opt_ids, opt_mask):
-        import jax
-        import jax.numpy as jnp
-
-        from asvd_jax.models.llama import positions_from_mask
-
-        model = self.model(params)
-        b, p = ids.shape
-        length = opt_ids.shape[1]
-        cache = model.init_cache(b, p + length)
-        key_valid = jnp.concatenate([mask, jnp.zeros((b, length), mask.dtype)], axis=1)
-        hidden, cache = model.decode(ids, positions_from_mask(mask), key_valid, cache, 0)
-        first = jax.nn.log_softmax(model.logits(hidden[:, -1:])[:, 0], axis=-1)  # (b, V)
-        start = mask.sum(axis=1).astype(jnp.int32)
-
-        def one_option(args):
-            o_ids, o_mask = args
-            valid = key_valid.at[:, p:].set(jnp.broadcast_to(o_mask, (b, length)))
-            pos = start[:, None] + jnp.arange(length)[None, :]
-            h, _ = model.decode(jnp.broadcast_to(o_ids, (b, length)), pos, valid, cache, p)
-            logp = jax.nn.log_softmax(model.logits(h[:, :-1]), axis=-1)
-            rest = jnp.take_along_axis(logp, jnp.broadcast_to(o_ids[1:], (b, length - 1))[..., None], -1)[..., 0]
-            tok = jnp.concatenate([first[:, o_ids[0]][:, None], rest], axis=1)
-            return (tok * o_mask[None, :]).sum(axis=1)
-
-        return jax.lax.map(one_option, (opt_ids, opt_mask)).T
+    _eval_fn = None
 
     def lm_loss(self, params, texts):
         import jax
