@@ -42,7 +42,10 @@ def plot_accuracy_matrix(metrics: dict, path: str, key: str = "accuracy_matrix")
         for j in range(r.shape[1]):
             ax.text(j, i, f"{r[i, j]:.0f}", ha="center", va="center",
                     color="white" if r[i, j] < 60 else "black", fontsize=9)
-    ax.set_title(f"{metrics.get('method', '?')}: accuracy (%)  [{metrics.get('protocol', '')}]")
+    what = "option scoring" if key.startswith("option") else metrics.get("protocol", "")
+    ax.set_title(f"{metrics.get('method', '?')}: accuracy (%)\n{what}", fontsize=10)
+    ax.set_xlabel("evaluated task")
+    ax.set_ylabel("model after training")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     tmp = path + ".tmp.png"
