@@ -94,8 +94,9 @@ def shared_dirs(tmp_path_factory):
     """Data cache and run folder shared by the notebooks: notebook 4 compares with notebook 2's
     run, and the offline suite is built once."""
     root = tmp_path_factory.mktemp("notebooks")
-    # A given ASVD_NOTEBOOK_RUN_DIR keeps the runs, and finished ones are reused next time.
-    return root / "data", Path(os.environ.get("ASVD_NOTEBOOK_RUN_DIR") or root / "runs")
+    # Given folders are kept: finished runs are reused next time, the data cache too.
+    return (Path(os.environ.get("ASVD_JAX_DATA_DIR") or root / "data"),
+            Path(os.environ.get("ASVD_NOTEBOOK_RUN_DIR") or root / "runs"))
 
 
 @pytest.mark.slow

@@ -44,13 +44,11 @@ SIZE = (["data.tasks=[bbc_news, airline]", "data.max_train_per_task=16",
                        "method.stats_examples=32", "data.max_len=96"])
 
 # %%
-import matplotlib
 import numpy as np
 
 from asvd_jax import analysis as an
 from asvd_jax.cl import load_config, run
 
-BACKEND = matplotlib.get_backend()  # the runner's report writer switches to Agg; restored below
 
 COMMON = ["model.source=smollm2", "data.suite=offline", "data.order=1", "train.lr=3e-5",
           "train.batch_size=8", "eval.protocol=options", "eval.batch_size=16",
@@ -83,7 +81,11 @@ runs["seqft"] = run_or_load("seqft")
 # %%
 import matplotlib.pyplot as plt
 
-plt.switch_backend(BACKEND)
+if "IPython" in sys.modules:  # the runner's report writer selected Agg: show figures inline again
+    from IPython import get_ipython
+
+    if get_ipython() is not None:
+        get_ipython().run_line_magic("matplotlib", "inline")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
 for ax, (name, r) in zip(axes, runs.items()):
