@@ -200,6 +200,10 @@ class RunConfig:
     """Progress bars on stderr."""
     stop_after_task: int = -1
     """Stop after this 0-based task (tests of resume); -1 = run the sequence."""
+    blas_threads: int = 1
+    """Threads of the host LAPACK (OpenBLAS) behind the CPU SVDs, set before its first use.
+    1: a loaded 2-core machine ran SmolLM2's SVDs 3-10x faster than with the default
+    (threads thrash); 0 keeps the library default (many-core hosts)."""
 
 
 @dataclasses.dataclass(frozen=True)

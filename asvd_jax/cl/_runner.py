@@ -148,6 +148,10 @@ class Runner:
         if c.mesh.distributed:
             jax.distributed.initialize()
         _enable_compile_cache()
+        if c.run.blas_threads > 0:
+            # jax's CPU SVD calls scipy's OpenBLAS, loaded at the first SVD: the variable
+            # still takes effect here (an explicit user setting wins).
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", str(c.run.blas_threads))
         self.saved_metrics = self._prepare_dir()
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] run directory {self.run_dir}")
