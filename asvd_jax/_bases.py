@@ -182,7 +182,9 @@ def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters) ->
     out_comp = n == r and (r - k_min) < k_max
     w_in = r - k_min if in_comp else k_max
     w_out = r - k_min if out_comp else k_max
-    mats = np.asarray(spec.to_matrix(jnp.asarray(leaf, jnp.float32))).reshape(-1, m, n)
+    # Host copy first: SVDs of mesh-sharded arrays run as slow collectives (jax-notes.md).
+    host = np.asarray(jax.device_get(leaf), dtype=np.float32)
+    mats = np.asarray(spec.to_matrix(jnp.asarray(host))).reshape(-1, m, n)
     ins, outs = [], []
     for i, k in enumerate(ks.ravel().tolist()):
         if k == 0:  # nothing protected (and a complement is never stored when some k is 0)
