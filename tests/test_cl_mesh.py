@@ -43,7 +43,6 @@ def test_leaf_spec_rule():
     assert leaf_spec((128, 64), 1) == leaf_spec((), 1)
 
 
-@pytest.mark.slow  # two full runs in a subprocess: ~50 s of CPU
 def test_eight_fake_devices_same_losses(tmp_path):
     from tolerances import assert_close
 
