@@ -131,7 +131,7 @@ class TrainConfig:
     batch_size: int = 8
     """Examples per micro-batch."""
     grad_accum: int = 1
-    """Micro-batches per optimizer step (optax.MultiSteps; projection once per step)."""
+    """Micro-batches per optimizer step (asvd_jax.accumulate_gradients; projection once per step)."""
     epochs: int = 1
     """Epochs per task."""
     max_steps: int = 0

@@ -26,15 +26,15 @@ def plot_accuracy_matrix(metrics: dict, path: str, key: str = "accuracy_matrix")
     rows = metrics.get(key) or []
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A standalone Figure draws with the Agg canvas without touching pyplot's global backend,
+    # so a notebook that calls the runner keeps showing its own figures inline.
+    from matplotlib.figure import Figure
 
     r = np.asarray(rows, np.float64) * 100
     tasks = metrics["tasks"]
     stages = [row["stage"] for row in metrics["rows"]][: len(r)]
-    fig, ax = plt.subplots(figsize=(1.2 * len(tasks) + 2.5, 0.7 * len(r) + 2))
+    fig = Figure(figsize=(1.2 * len(tasks) + 2.5, 0.7 * len(r) + 2))
+    ax = fig.subplots()
     im = ax.imshow(r, vmin=0, vmax=100, cmap="viridis")
     ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
     ax.set_yticks(range(len(r)), [f"after {s}" for s in stages])
@@ -50,7 +50,6 @@ def plot_accuracy_matrix(metrics: dict, path: str, key: str = "accuracy_matrix")
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
 

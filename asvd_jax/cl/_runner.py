@@ -5,7 +5,7 @@ For each stage (a task; for MTL one joint stage over all tasks):
 1. ``method.start_task(ctx)``: ASVD collects statistics on the previous task's data, plans
    ranks and computes bases from the current weights; baselines set up their factors.
 2. Training: the generic jitted step over deterministic micro-batches, gradient accumulation
-   through ``optax.MultiSteps``; a non-finite loss stops the run (the last checkpoint stays).
+   through ``asvd_jax.accumulate_gradients``; a non-finite loss stops the run (the last checkpoint stays).
 3. ``method.finish_task``: the new params and a record (rank plan, leakage, Fisher summary).
 4. Evaluation of every task of the sequence -> one row of the accuracy matrix.
 5. A task-end checkpoint (params, carry state, AdamW moments when carried) and metrics.json,

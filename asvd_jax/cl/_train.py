@@ -7,9 +7,10 @@ The step is the same for every method::
     grads = d loss / d trainable
     updates, opt_state = opt.update(grads, opt_state, trainable)
 
-With ``grad_accum > 1`` the method's whole chain is wrapped in ``optax.MultiSteps``: gradients
-are averaged over micro-batches and the chain (projection included) runs once per optimizer
-step, so the projection cost is paid per step, not per micro-batch.
+With ``grad_accum > 1`` the method's whole chain is wrapped in ``asvd_jax.accumulate_gradients``:
+gradients are averaged over micro-batches and the chain (projection included) runs once per
+optimizer step, inside a ``lax.cond``, so the projection cost is paid per step, not per
+micro-batch (``optax.MultiSteps`` would evaluate the chain at every micro-step).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from asvd_jax._accumulate import accumulate_gradients
 from asvd_jax.cl._config import TrainConfig
 
 
@@ -50,7 +52,7 @@ def inner_optimizer(train: TrainConfig, total_steps: int) -> optax.GradientTrans
 def with_accumulation(opt: optax.GradientTransformation, grad_accum: int) -> optax.GradientTransformation:
     if grad_accum <= 1:
         return opt
-    return optax.MultiSteps(opt, every_k_schedule=grad_accum).gradient_transformation()
+    return accumulate_gradients(opt, grad_accum)
 
 
 def make_train_step(adapter: Any, method: Any, opt: optax.GradientTransformation):
