@@ -83,3 +83,30 @@ def write_safetensors(folder: str | os.PathLike, tensors: Mapping[str, np.ndarra
         json.dump(config, f, indent=2)
     os.replace(tmp_model, os.path.join(folder, "model.safetensors"))
     os.replace(tmp_config, os.path.join(folder, "config.json"))
+
+
+def params_to_hf(model, hf_name) -> dict[str, np.ndarray]:
+    """{HF name: float32 array} of every nnx Param of ``model``.
+
+    ``hf_name(path) -> (name, transposed)`` maps our parameter path to the checkpoint's tensor
+    name and says whether the kernel is stored transposed there (PyTorch Linear is (out, in)).
+    """
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from asvd_jax._paths import flatten_with_paths
+
+    leaves, _ = flatten_with_paths(nnx.state(model, nnx.Param))
+    out = {}
+    for path, leaf in leaves:
+        name, transposed = hf_name(path)
+        arr = np.asarray(jnp.asarray(leaf, jnp.float32))
+        out[name] = arr.T if transposed else arr
+    return out
+
+
+def export_folder(model, folder: str | os.PathLike, tensors: Mapping[str, np.ndarray], tokenizer=None) -> None:
+    """config.json + model.safetensors (+ tokenizer.json) of ``model`` in the HF layout."""
+    write_safetensors(folder, tensors, model.config.to_hf_dict())
+    if tokenizer is not None:
+        tokenizer.save(folder)

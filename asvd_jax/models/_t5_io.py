@@ -17,7 +17,7 @@ from flax import nnx
 
 from asvd_jax._paths import flatten_with_paths
 from asvd_jax.models._capture import assign_capture_names
-from asvd_jax.models._hf_io import CheckpointError, read_config, read_safetensors, take, write_safetensors
+from asvd_jax.models._hf_io import CheckpointError, export_folder, params_to_hf, read_config, read_safetensors, take
 from asvd_jax.models._tokenizer import TextTokenizer
 from asvd_jax.models.t5 import T5, T5Config
 
@@ -113,20 +113,12 @@ def load_hub(repo_id: str, *, revision: str | None = None, dtype=jnp.float32, pa
 
 def hf_tensors(model: T5) -> dict[str, np.ndarray]:
     """{HF name: float32 array in the HF (out, in) layout} for every parameter."""
-    leaves, _ = flatten_with_paths(nnx.state(model, nnx.Param))
-    out = {}
-    for path, leaf in leaves:
-        name, transposed = hf_name(path)
-        arr = np.asarray(jnp.asarray(leaf, jnp.float32))
-        out[name] = arr.T if transposed else arr
-    return out
+    return params_to_hf(model, hf_name)
 
 
 def export_hf(model: T5, folder: str | os.PathLike, tokenizer: TextTokenizer | None = None) -> None:
     """Write ``config.json`` + ``model.safetensors`` (float32) that HF's T5 classes load."""
-    write_safetensors(folder, hf_tensors(model), model.config.to_hf_dict())
-    if tokenizer is not None:
-        tokenizer.save(folder)
+    export_folder(model, folder, hf_tensors(model), tokenizer)
 
 
 def init_random(config: T5Config, seed: int = 0, *, dtype=jnp.float32, param_dtype=jnp.float32) -> T5:
