@@ -8,6 +8,17 @@ from flax import nnx
 
 from asvd_jax.models._capture import record
 
+# Hugging Face config activation names -> functions, for every model here. "gelu" is the exact
+# erf form; "gelu_new" / "gelu_pytorch_tanh" the tanh approximation; "swish" is SiLU.
+ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
 
 class Linear(nnx.Module):
     """y = x @ kernel (+ bias), kernel stored (in_features, out_features).

