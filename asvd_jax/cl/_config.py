@@ -67,9 +67,10 @@ class DataConfig:
     per_class_test: int = 30
     """Test examples per class (offline suite)."""
     max_train_per_task: int = 0
-    """Cap on training examples per task after loading (0 = no cap)."""
+    """Cap on training examples per task after loading (0 = no cap); class-balanced for
+    classification tasks (seeded), a seeded random draw for generation tasks."""
     max_eval_per_task: int = 0
-    """Cap on evaluation examples per task (0 = no cap)."""
+    """Cap on evaluation examples per task (0 = no cap), drawn like ``max_train_per_task``."""
     max_len: int = 128
     """Maximum tokens per example; the text part of the prompt is truncated, never the
     answer."""

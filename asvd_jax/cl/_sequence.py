@@ -21,11 +21,32 @@ def derive_seed(seed: int, *parts: Any) -> int:
     return int.from_bytes(h[:4], "little")
 
 
-def _subset(examples: Sequence[Any], cap: int, seed: int, what: str) -> tuple:
+def _subset(examples: Sequence[Any], cap: int, seed: int, what: Any, stratify: bool = False) -> tuple:
+    """At most ``cap`` examples, in their original order, chosen by a seeded draw.
+
+    With ``stratify`` (classification tasks) the draw is class-balanced: classes get
+    ``cap // n_classes`` examples each (the remainder goes to classes in a seeded order, and a
+    class that runs short leaves its share to the others). A plain random draw of 24 test
+    examples over 5 classes can give one class 1 example and another 9, which makes small
+    evaluations noisy and lets a model that drifts to one label look better or worse than it is.
+    """
     if cap <= 0 or cap >= len(examples):
         return tuple(examples)
-    # A seeded random subset keeps the class balance in expectation without knowing labels.
-    idx = np.sort(np.random.default_rng(derive_seed(seed, what)).permutation(len(examples))[:cap])
+    rng = np.random.default_rng(derive_seed(seed, what))
+    if not stratify:
+        idx = np.sort(rng.permutation(len(examples))[:cap])
+        return tuple(examples[i] for i in idx)
+    by_label: dict[Any, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_label.setdefault(ex.label, []).append(i)
+    labels = sorted(by_label)
+    tie = rng.permutation(len(labels)).tolist()  # which class goes first in each round
+    keys = []  # (position within its class, class tie-break, index): round-robin over classes
+    for r, lab in enumerate(labels):
+        members = by_label[lab]
+        for pos, j in enumerate(rng.permutation(len(members)).tolist()):
+            keys.append((pos, tie[r], members[j]))
+    idx = sorted(i for _, _, i in sorted(keys)[:cap])
     return tuple(examples[i] for i in idx)
 
 
@@ -67,11 +88,14 @@ def load_sequence(cfg: DataConfig):
         tasks = tuple(t for t in tasks if t.name in cfg.tasks)
     out = []
     for t in tasks:
+        # Classification tasks (a label set) are capped class by class; generation tasks,
+        # whose labels are free-form answers, by a plain seeded draw.
+        balanced = bool(t.options)
         out.append(dataclasses.replace(
             t,
-            train=_subset(t.train, cfg.max_train_per_task, cfg.seed, ("train", t.name)),
-            dev=_subset(t.dev, cfg.max_eval_per_task, cfg.seed, ("dev", t.name)),
-            test=_subset(t.test, cfg.max_eval_per_task, cfg.seed, ("test", t.name)),
+            train=_subset(t.train, cfg.max_train_per_task, cfg.seed, ("train", t.name), balanced),
+            dev=_subset(t.dev, cfg.max_eval_per_task, cfg.seed, ("dev", t.name), balanced),
+            test=_subset(t.test, cfg.max_eval_per_task, cfg.seed, ("test", t.name), balanced),
         ))
         if not out[-1].train:
             raise ValueError(f"task {t.name!r} has no training examples")
