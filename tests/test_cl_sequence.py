@@ -51,3 +51,24 @@ def test_random_draw_is_unbalanced_where_stratified_is_not():
     plain = [spread(_subset(exs, 24, s, "x")) for s in range(20)]
     strat = [spread(_subset(exs, 24, s, "x", stratify=True)) for s in range(20)]
     assert max(strat) <= 1 and max(plain) >= 4
+
+
+def test_loaders_report_progress(tmp_path):
+    """The runner's progress bar sees every loader step (offline sources, custom tasks)."""
+    from asvd_jax.cl._config import DataConfig
+    from asvd_jax.cl._sequence import load_sequence
+
+    calls = []
+
+    def progress(iterable, total, desc):
+        items = list(iterable)
+        calls.append((desc, total, len(items)))
+        return items
+
+    seq = load_sequence(DataConfig(suite="offline", data_dir=str(tmp_path)), progress)
+    assert calls == [("reading offline sources", 3, 3)] and len(seq.tasks) == 5
+    calls.clear()
+    load_sequence(DataConfig(suite="offline", data_dir=str(tmp_path)), progress)
+    assert calls == []  # cached: nothing to build
+    seq = load_sequence(DataConfig(suite="fixture"), progress)
+    assert len(calls) == 1 and calls[0][0].startswith("reading tasks of") and calls[0][1] == len(seq.tasks)

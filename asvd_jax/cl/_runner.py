@@ -156,7 +156,7 @@ class Runner:
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] run directory {self.run_dir}")
         self.progress.log(f"[asvd-jax] building data ({c.data.suite}, order {c.data.order})")
-        self.sequence = load_sequence(c.data)
+        self.sequence = load_sequence(c.data, self.progress.bar)
         self.tasks = self.sequence.tasks
         self._timed("data", time.perf_counter() - t)
         t = time.perf_counter()

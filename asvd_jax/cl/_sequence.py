@@ -50,35 +50,41 @@ def _subset(examples: Sequence[Any], cap: int, seed: int, what: Any, stratify: b
     return tuple(examples[i] for i in idx)
 
 
-def load_sequence(cfg: DataConfig):
-    """The ``TaskSequence`` of ``cfg`` with the task filter and size caps applied."""
+def load_sequence(cfg: DataConfig, progress=None):
+    """The ``TaskSequence`` of ``cfg`` with the task filter and size caps applied.
+
+    ``progress(iterable, total, desc)``: a progress bar for the loaders (default none).
+    """
     import dataclasses
 
     from asvd_jax import data
+    from asvd_jax.data._tasks import no_progress
 
+    progress = progress or no_progress
     if cfg.suite == "offline":
         kw = dict(per_class_train=cfg.per_class_train, per_class_dev=cfg.per_class_dev,
                   per_class_test=cfg.per_class_test, seed=cfg.seed)
-        seq = data.offline_sequence(cfg.order, data_dir=cfg.data_dir or None, **kw)
+        seq = data.offline_sequence(cfg.order, data_dir=cfg.data_dir or None, progress=progress, **kw)
     elif cfg.suite == "olora":
         if not cfg.root:
             raise ValueError("data.root: the O-LoRA benchmark needs its local folder")
-        seq = data.load_olora_sequence(cfg.root, cfg.order)
+        seq = data.load_olora_sequence(cfg.root, cfg.order, progress=progress)
     elif cfg.suite == "trace":
         if not cfg.root:
             raise ValueError("data.root: TRACE needs its local folder")
-        seq = data.load_trace_sequence(cfg.root)
+        seq = data.load_trace_sequence(cfg.root, progress=progress)
     elif cfg.suite == "fixture":
         import tempfile
 
         from asvd_jax.cl._fixture import write_fixture
 
         # Deterministic content, so a fresh folder per call is as good as a cache.
-        seq = data.load_custom_sequence(write_fixture(tempfile.mkdtemp(prefix="asvd_fixture_"), seed=cfg.seed))
+        seq = data.load_custom_sequence(write_fixture(tempfile.mkdtemp(prefix="asvd_fixture_"), seed=cfg.seed),
+                                         progress=progress)
     else:
         if not cfg.path:
             raise ValueError("data.path: a custom sequence needs its YAML file")
-        seq = data.load_custom_sequence(cfg.path)
+        seq = data.load_custom_sequence(cfg.path, progress=progress)
     tasks = seq.tasks
     if cfg.tasks:
         names = [t.name for t in tasks]

@@ -25,7 +25,9 @@ import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from asvd_jax.data._tasks import DataFileNotFound, Example, Task, TaskSequence, hash_order_key
+from asvd_jax.data._tasks import (
+    DataFileNotFound, Example, Task, TaskSequence, hash_order_key, no_progress,
+)
 
 OLORA_GROUPS = {
     "TC": ("agnews", "dbpedia", "yahoo"),
@@ -181,17 +183,20 @@ def load_olora_sequence(
     tasks: Sequence[str] | None = None,
     max_per_class: Mapping[str, int | None] | None = None,
     seed: int = 0,
+    progress=no_progress,
 ) -> TaskSequence:
     """O-LoRA benchmark tasks in published order 1-6 (``OLORA_ORDERS``), from a local copy.
 
     ``tasks`` overrides the order with any list of O-LoRA task names; ``max_per_class`` and
-    ``seed`` subsample every task (see ``load_olora_task``).
+    ``seed`` subsample every task (see ``load_olora_task``). ``progress(iterable, total, desc)``
+    wraps the per-task loads (a progress bar; default none).
     """
     if tasks is None:
         if order not in OLORA_ORDERS:
             raise ValueError(f"O-LoRA order must be one of {sorted(OLORA_ORDERS)}, got {order!r}")
         tasks = OLORA_ORDERS[order]
-    loaded = tuple(load_olora_task(root, name, cache_dir, max_per_class, seed) for name in tasks)
+    loaded = tuple(load_olora_task(root, name, cache_dir, max_per_class, seed)
+                   for name in progress(tasks, len(tasks), "loading O-LoRA tasks"))
     return TaskSequence(f"olora-order{order}", loaded)
 
 
@@ -210,7 +215,9 @@ def load_trace_task(root: str | Path, task: str, cache_dir: str | None = None) -
 
 
 def load_trace_sequence(
-    root: str | Path, cache_dir: str | None = None, tasks: Sequence[str] = TRACE_ORDER
+    root: str | Path, cache_dir: str | None = None, tasks: Sequence[str] = TRACE_ORDER,
+    progress=no_progress,
 ) -> TaskSequence:
     """The TRACE benchmark's eight tasks in its published order, from a local copy."""
-    return TaskSequence("trace", tuple(load_trace_task(root, name, cache_dir) for name in tasks))
+    return TaskSequence("trace", tuple(load_trace_task(root, name, cache_dir)
+                                       for name in progress(tasks, len(tasks), "loading TRACE tasks")))

@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from asvd_jax.data._sources import dedup_pool
-from asvd_jax.data._tasks import SPLITS, DataFileNotFound, Example, Task, TaskSequence, hash_order_key
+from asvd_jax.data._tasks import (
+    SPLITS, DataFileNotFound, Example, Task, TaskSequence, hash_order_key, no_progress,
+)
 
 _TASK_KEYS = {"name", "path", "train_path", "dev_path", "test_path", "format", "delimiter", "text_column",
               "label_column", "instruction", "options", "label_map", "ignore_unmapped", "split"}
@@ -223,8 +225,11 @@ def _task_spec(raw: Any, index: int, base: Path, source: str) -> CustomTaskSpec:
     )
 
 
-def load_custom_sequence(yaml_path: str | Path) -> TaskSequence:
-    """The task sequence a YAML file declares (tasks in the listed order)."""
+def load_custom_sequence(yaml_path: str | Path, progress=no_progress) -> TaskSequence:
+    """The task sequence a YAML file declares (tasks in the listed order).
+
+    ``progress(iterable, total, desc)`` wraps the per-task reads (a progress bar; default none).
+    """
     import yaml
 
     yaml_path = Path(yaml_path)
@@ -247,4 +252,5 @@ def load_custom_sequence(yaml_path: str | Path) -> TaskSequence:
         raise TypeError(f"{yaml_path}: seed must be an int, got {seed!r}")
     name = _scalar_str(config.get("name", yaml_path.stem), f"{yaml_path}: name")
     specs = [_task_spec(raw, i, yaml_path.parent, str(yaml_path)) for i, raw in enumerate(tasks)]
-    return TaskSequence(name, tuple(spec.build(seed) for spec in specs))
+    return TaskSequence(name, tuple(spec.build(seed) for spec in
+                                    progress(specs, len(specs), f"reading tasks of {yaml_path.name}")))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from asvd_jax.data import _sources
 from asvd_jax.data._cache import default_data_dir, read_tasks, write_tasks
-from asvd_jax.data._tasks import Task, TaskSequence, stratified_split
+from asvd_jax.data._tasks import Task, TaskSequence, no_progress, stratified_split
 
 SUITE_VERSION = 1
 """Bumped whenever the building rules change, so old caches are not reused."""
@@ -78,21 +78,31 @@ class SuiteConfig:
         return {"train": self.per_class_train, "dev": self.per_class_dev, "test": self.per_class_test}
 
 
-@functools.lru_cache(maxsize=4)  # reading the sources is most of a build; pools are never mutated
-def _pools(max_chars: int) -> dict[str, dict[str, list[str]]]:
-    tweets = _sources.tweet_pools(max_chars)
+# Reading the sources is most of a build; pools are never mutated, so they are cached per source.
+_tweet_pools = functools.lru_cache(maxsize=4)(_sources.tweet_pools)
+_bbc_pool = functools.lru_cache(maxsize=4)(_sources.bbc_pool)
+_drug_pool = functools.lru_cache(maxsize=4)(_sources.drug_pool)
+
+
+def _pools(max_chars: int, progress=no_progress) -> dict[str, dict[str, list[str]]]:
+    sources = (("tweets", _tweet_pools), ("bbc_news", _bbc_pool), ("drug_review", _drug_pool))
+    read = {name: fn(max_chars) for name, fn in
+            progress(sources, len(sources), "reading offline sources")}
     return {
-        "bbc_news": _sources.bbc_pool(max_chars),
-        "airline": tweets["airline"],
-        "drug_review": _sources.drug_pool(max_chars),
-        "apple": tweets["apple"],
-        "coachella": tweets["coachella"],
+        "bbc_news": read["bbc_news"],
+        "airline": read["tweets"]["airline"],
+        "drug_review": read["drug_review"],
+        "apple": read["tweets"]["apple"],
+        "coachella": read["tweets"]["coachella"],
     }
 
 
-def sample_offline_suite(config: SuiteConfig = SuiteConfig()) -> dict[str, Task]:
-    """Build the suite from the asset packages (no cache involved)."""
-    pools = _pools(config.max_chars)
+def sample_offline_suite(config: SuiteConfig = SuiteConfig(), progress=no_progress) -> dict[str, Task]:
+    """Build the suite from the asset packages (no cache involved).
+
+    ``progress(iterable, total, desc)`` wraps the source reads (a progress bar; default none).
+    """
+    pools = _pools(config.max_chars, progress)
     tasks = {}
     for name, (instruction, options) in OFFLINE_TASKS.items():
         pool = pools[name]
@@ -115,18 +125,20 @@ def build_offline_suite(
     seed: int = SuiteConfig.seed,
     max_chars: int = SuiteConfig.max_chars,
     rebuild: bool = False,
+    progress=no_progress,
 ) -> dict[str, Task]:
     """The five offline tasks, {name: Task} in canonical order, from cache or freshly built.
 
     ``data_dir`` (default ``default_data_dir()``) holds one folder per setting; a missing
     folder is built and written atomically. ``rebuild=True`` builds again and checks that the
     result equals the cached copy (a ValueError says so if the sources changed).
+    ``progress(iterable, total, desc)`` shows a build's progress (see ``no_progress``).
     """
     config = SuiteConfig(per_class_train, per_class_dev, per_class_test, seed, max_chars)
     folder = Path(data_dir if data_dir is not None else default_data_dir()) / config.cache_key
     if folder.is_dir() and not rebuild:
         return read_tasks(folder)
-    tasks = sample_offline_suite(config)
+    tasks = sample_offline_suite(config, progress)
     if folder.is_dir():
         cached = read_tasks(folder)
         if cached != tasks:
@@ -144,5 +156,5 @@ def offline_sequence(order: int = 1, data_dir: str | Path | None = None, **setti
     """
     if order not in OFFLINE_ORDERS:
         raise ValueError(f"offline order must be one of {sorted(OFFLINE_ORDERS)}, got {order!r}")
-    tasks = build_offline_suite(data_dir, **settings)
+    tasks = build_offline_suite(data_dir, **settings)  # settings may include progress=
     return TaskSequence(f"offline-order{order}", tuple(tasks[name] for name in OFFLINE_ORDERS[order]))

@@ -192,3 +192,9 @@ def stratified_split(
         split: tuple(sorted(exs, key=lambda e: hash_order_key(seed, salt, split, e.label, e.text)))
         for split, exs in out.items()
     }
+
+
+def no_progress(iterable, total=None, desc=""):
+    """The default ``progress`` of the loaders: ``progress(iterable, total, desc)`` yields the
+    items of ``iterable`` (a progress bar such as the runner's wraps them and shows an ETA)."""
+    return iterable
