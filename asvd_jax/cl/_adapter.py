@@ -11,7 +11,9 @@ activations to rank statistics, evaluate a task and export the model:
 * ``capture_fn(params, batch)`` (traced): ``({kernel path: inputs}, token mask)`` for
   ``asvd_jax.ranks.collect_statistics``.
 * ``evaluate(params, task, examples)``: ``{"accuracy", "option_accuracy", ...}`` where
-  ``accuracy`` is the family's headline protocol.
+  ``accuracy`` is the family's headline protocol. Generated answers are scored by exact match,
+  except TRACE's generation tasks, which get their own metric, named in ``"metric"``
+  (``asvd_jax.cl._text_metrics``).
 * ``lm_loss(params, texts)``: held-out LM loss in nats per token (None if the family has no
   LM head).
 * ``export(params, folder)``: HF safetensors layout.
@@ -19,11 +21,11 @@ activations to rank statistics, evaluate a task and export the model:
 
 from __future__ import annotations
 
-import re
-import string
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+from asvd_jax.cl._text_metrics import normalize_answer, score_generated
 
 
 @runtime_checkable
@@ -44,14 +46,6 @@ class ModelAdapter(Protocol):
     def lm_loss(self, params: Any, texts: Sequence[str]) -> float | None: ...
 
     def export(self, params: Any, folder: str) -> None: ...
-
-
-_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, punctuation removed, whitespace collapsed (the exact-match normalisation)."""
-    return " ".join(_PUNCT.sub(" ", text.lower()).split())
 
 
 def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
@@ -172,8 +166,9 @@ class DecoderAdapter:
         out: dict[str, Any] = {"n": len(examples)}
         if self.protocol in ("generate", "both") or not task.options:
             cut = [g[: g.index(eos)] if eos in g else g for g in gen]
-            texts = [normalize_answer(self.tokenizer.decode(g)) for g in cut]
-            out["generate_accuracy"] = float(np.mean([t == l for t, l in zip(texts, labels)]))
+            raw = [self.tokenizer.decode(g) for g in cut]
+            out.update(score_generated(task, examples, raw))
+            texts = [normalize_answer(t) for t in raw]
             opts = {normalize_answer(o) for o in task.options}
             # Share of answers that are no label word at all (format drift) and the most
             # frequent prediction (drift towards one task's labels shows up here).

@@ -7,10 +7,11 @@ cross-entropy of ``cos / TEMPERATURE`` over the task's options (a contrastive lo
 other options as negatives); evaluation picks the most similar option.
 
 T5: input = the decoder prompt, target = the label word + EOS; loss = mean token
-cross-entropy over the target; evaluation = greedy generation with exact match (headline)
-and restricted option scoring (log-likelihood of each option + EOS). Its targets see two
-token streams (encoder states for encoder layers and cross-attention keys/values, decoder
-states elsewhere), so rank statistics run one capture per stream, each with its own mask.
+cross-entropy over the target; evaluation = greedy generation with exact match (headline;
+TRACE tasks: the task's own metric, as for decoders) and restricted option scoring
+(log-likelihood of each option + EOS). Its targets see two token streams (encoder states
+for encoder layers and cross-attention keys/values, decoder states elsewhere), so rank
+statistics run one capture per stream, each with its own mask.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from asvd_jax.cl._adapter import normalize_answer, pad_rows, split_model
+from asvd_jax.cl._text_metrics import score_generated
 
 TEMPERATURE = 0.05
 """Softmax temperature of the encoder's option cross-entropy (scale 20, as contrastive
@@ -241,8 +243,8 @@ class Seq2SeqAdapter(_Base):
                 eos = self.tokenizer.eos_id
                 for row in gen.tolist():
                     cut = row.index(eos) if eos in row else len(row)
-                    texts.append(normalize_answer(self.tokenizer.decode(row[:cut])))
-            out["generate_accuracy"] = float(np.mean([t == l for t, l in zip(texts, labels)]))
+                    texts.append(self.tokenizer.decode(row[:cut]))
+            out.update(score_generated(task, examples, texts))
         if task.options and self.protocol in ("options", "both"):
             scores = t5.score_options(model, self.tokenizer, list(inputs), list(task.options),
                                       batch_size=self.eval_batch_size, max_input_len=self.max_len)
