@@ -268,11 +268,21 @@ class Runner:
             "model": f"{c.model.family}:{c.model.source}",
             "sequence": self.sequence.name,
             "tasks": [t.name for t in self.tasks],
-            "protocol": "generate (greedy exact match)" if c.model.family != "bert" and c.eval.protocol in ("auto", "generate", "both")
-            else "options (restricted scoring)",
+            "protocol": self._protocol_label(),
             "rows": [],
             "status": "running",
         }
+
+    def _protocol_label(self) -> str:
+        c = self.config
+        if c.model.family == "bert" or c.eval.protocol not in ("auto", "generate", "both"):
+            return "options (restricted scoring)"
+        from asvd_jax.cl._text_metrics import generation_metric
+
+        metrics = sorted({m for t in self.tasks if (m := generation_metric(t))})
+        if metrics:  # TRACE: each task scored by its benchmark's metric
+            return f"generate (greedy; per-task metrics: {', '.join(metrics)}; exact match elsewhere)"
+        return "generate (greedy exact match)"
 
     def write_metrics(self, metrics: dict) -> None:
         metrics["timing"] = dict(self.timing)
