@@ -1,36 +1,42 @@
 #!/usr/bin/env bash
 # The README's results table for the offline suite, reproducible on a 2-core CPU.
-#   bash scripts/results_table.sh [OUT_DIR]      (default runs/table)
+#   bash scripts/results_table.sh [OUT_DIR [RUN ...]]      (default runs/table, every run)
 # MiniLM: all six methods over the three orders (18 runs, ~4-5 min each on 2 cores).
 # SmolLM2-135M: order 1 for this method, SeqFT, O-LoRA and MTL (4 runs, ~7 min each).
-# Runs go in the order that fills the table's most informative rows first (MiniLM order 1,
-# SmolLM2 order 1, then MiniLM orders 2 and 3). Each run writes OUT_DIR/<model>-o<order>-<method>/;
-# a finished run is skipped and a started one resumed, so the script can be re-run after a
-# kill. The last command prints the table.
+# A RUN is named <model>-o<order>-<method> (e.g. minilm-o2-ewc, smollm2-o1-asvd); naming some
+# runs runs only those, so two disjoint lists can share a machine in two shells. By default
+# runs go in the order that fills the table's most informative rows first (MiniLM order 1,
+# SmolLM2 order 1, then MiniLM orders 2 and 3). Each run writes OUT_DIR/<run>/; a finished
+# run is skipped and a started one resumed, so the script can be re-run after a kill. The
+# last command prints the table of every finished run.
 set -euo pipefail
 OUT=${1:-runs/table}
+shift || true
 CLI=${ASVD_JAX_CLI:-asvd-jax}
 
-run() {  # run <dir> <config> <method>
-  local dir=$1 config=$2 method=$3
-  if [ -f "$dir/metrics.json" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
-    return 0
-  fi
-  local resume=()
-  [ -d "$dir" ] && resume=(--resume)
-  $CLI run "$config" --set "method.name=$method" --run-dir "$dir" "${resume[@]}"
-}
-
-minilm_order() {
-  for method in asvd seqft mtl ewc lora olora; do
-    run "$OUT/minilm-o$1-$method" "experiments/offline_minilm_order$1.yaml" "$method"
+RUNS=("$@")
+if [ ${#RUNS[@]} -eq 0 ]; then
+  for method in asvd seqft mtl ewc lora olora; do RUNS+=("minilm-o1-$method"); done
+  for method in asvd seqft olora mtl; do RUNS+=("smollm2-o1-$method"); done
+  for order in 2 3; do
+    for method in asvd seqft mtl ewc lora olora; do RUNS+=("minilm-o$order-$method"); done
   done
-}
+fi
 
-minilm_order 1
-for method in asvd seqft olora mtl; do
-  run "$OUT/smollm2-o1-$method" experiments/offline_smollm2_order1.yaml "$method"
+for name in "${RUNS[@]}"; do
+  if [[ ! $name =~ ^(minilm|smollm2)-o([123])-([a-z]+)$ ]]; then
+    echo "results_table.sh: bad run name '$name' (expected minilm|smollm2-o<1-3>-<method>)" >&2
+    exit 2
+  fi
+  model=${BASH_REMATCH[1]} order=${BASH_REMATCH[2]} method=${BASH_REMATCH[3]}
+  dir="$OUT/$name"
+  if [ -f "$dir/metrics.json" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
+    continue
+  fi
+  resume=()
+  [ -d "$dir" ] && resume=(--resume)
+  $CLI run "experiments/offline_${model}_order$order.yaml" --set "method.name=$method" \
+    --run-dir "$dir" "${resume[@]}"
 done
-minilm_order 2
-minilm_order 3
+shopt -s nullglob
 $CLI report "$OUT"/minilm-o*-* "$OUT"/smollm2-o1-*
