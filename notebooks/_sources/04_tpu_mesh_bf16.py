@@ -101,10 +101,12 @@ if single is not None:
         print("largest loss difference:", float(np.max(np.abs(single_losses - mesh_losses))))
 axes[0].set(xlabel="micro-batch (all tasks in order)", ylabel="training loss",
             title="Training loss, mesh vs single device")
+axes[0].xaxis.set_major_locator(plt.MaxNLocator(integer=True))
 axes[0].legend(fontsize=8)
 axes[0].grid(alpha=0.3)
 an.plot_accuracy_matrix(an.accuracy_matrix(mesh_run), mesh_run.tasks, ax=axes[1],
                         title=f"accuracy matrix on the {backend} mesh")
+plt.show()  # once: the call above returns the figure, which would render a second copy
 
 # %% [markdown]
 # The left panel shows the training loss of every micro-batch on the mesh and, dashed, in
