@@ -82,6 +82,7 @@ def bench_config(name, args):
         bases = aj.compute_bases(params, ranks, targets)
         jax.block_until_ready(jax.tree.leaves(bases))
         basis_s[frac] = time.perf_counter() - t0
+        print(f"  [{name}] bases at {frac:.2f} protected built in {basis_s[frac]:.1f} s", flush=True)
         txs[f"projection@{frac}"] = aj.with_projection(optax.adamw(1e-5, weight_decay=0.01), bases)
 
     thunks = []
