@@ -52,9 +52,15 @@ def test_kill_mid_task_then_resume(tmp_path, monkeypatch):
         run(load_config(None, overrides), run_dir=str(tmp_path / "k"))
     latest = Checkpointer(tmp_path / "k").latest()
     assert latest["kind"] == "step" and latest["stage"] == 1 and latest["micro_step"] == 2
+    killed_timing = json.loads((tmp_path / "k" / "metrics.json").read_text())["timing"]
     monkeypatch.setattr(_runner, "make_train_step", original)
     resumed = run(load_config(None, overrides), run_dir=str(tmp_path / "k"), resume=True)
     assert _strip(resumed) == _strip(full)
+    # Times add up over the segments: the killed run's total and its model loading count too.
+    timing = resumed["timing"]
+    assert timing["total"] > killed_timing["total"] > 0
+    assert timing["model"] > killed_timing["model"]
+    assert timing["total"] >= sum(v for k, v in timing.items() if k != "total") * 0.99
 
 
 @pytest.mark.slow

@@ -286,6 +286,8 @@ class Runner:
 
     def write_metrics(self, metrics: dict) -> None:
         metrics["timing"] = dict(self.timing)
+        if getattr(self, "_t_start", None) is not None:
+            metrics["timing"]["total"] = self._total_before + time.perf_counter() - self._t_start
         write_json_atomic(os.path.join(self.run_dir, "metrics.json"), metrics)
 
     def run(self) -> dict:
@@ -294,8 +296,13 @@ class Runner:
         c = self.config
         metrics = self._metrics_base()
         saved = self.saved_metrics or {}
-        if saved.get("timing"):
-            self.timing.update(saved["timing"])
+        # A resumed run adds its times to the killed runs' (up to their last metrics write);
+        # "total" is wall time over all segments, kept current by write_metrics.
+        saved_timing = dict(saved.get("timing") or {})
+        self._total_before = float(saved_timing.pop("total", 0.0))
+        self._t_start = t_start
+        for key, seconds in saved_timing.items():
+            self._timed(key, float(seconds))
         params = self.params0
         start_stage, step_meta, moments = 0, None, None
         latest = self.ckpt.latest() if self.resume else None
@@ -339,7 +346,6 @@ class Runner:
                 return metrics
 
         self._finish(params, metrics)
-        self._timed("total", time.perf_counter() - t_start)
         metrics["status"] = "complete"
         self.write_metrics(metrics)
         from asvd_jax.cl._report import write_report
