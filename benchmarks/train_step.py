@@ -22,7 +22,6 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -37,6 +36,9 @@ from flax import nnx  # noqa: E402
 import asvd_jax as aj  # noqa: E402
 from asvd_jax.models.llama import LlamaConfig, init_llama  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from projection import timeit_many  # noqa: E402  (alternating timed calls, medians)
+
 CONFIGS = {
     "smollm2-135m": LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
                                 num_layers=30, num_heads=9, num_kv_heads=3,
@@ -45,18 +47,6 @@ CONFIGS = {
     "llama-1b": LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632,
                             num_layers=22, num_heads=32, num_kv_heads=4, rms_norm_eps=1e-5),
 }
-
-
-def _timeit_many(thunks, repeats):
-    for fn in thunks:
-        jax.block_until_ready(fn())
-    times = [[] for _ in thunks]
-    for _ in range(repeats):
-        for fn, ts in zip(thunks, times):
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn())
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
 
 
 def bench_config(name, args):
@@ -95,7 +85,7 @@ def bench_config(name, args):
 
         state = tx.init(params)
         thunks.append(functools.partial(step, params, state, tokens))
-    times = dict(zip(txs, _timeit_many(thunks, args.repeats)))
+    times = dict(zip(txs, timeit_many(thunks, args.repeats)))
     row = dict(config=name, params_m=n_params / 1e6, targets=len(listed), dtype=args.dtype,
                tokens=args.batch * args.seq, basis_s=basis_s,
                step_ms={k: 1e3 * v for k, v in times.items()},
