@@ -104,6 +104,8 @@ class Runner:
         self.run_dir = os.path.abspath(run_dir or os.path.join(c.run.out_dir, c.run.name or default_run_name(c)))
         self.progress = Progress(c.run.progress)
         self.timing: dict[str, float] = {}
+        self._t_start: float | None = None  # set by run(): "total" = earlier segments + this one
+        self._total_before = 0.0
 
     # ------------------------------------------------------------------------- set-up
     def _prepare_dir(self) -> dict | None:
@@ -286,7 +288,7 @@ class Runner:
 
     def write_metrics(self, metrics: dict) -> None:
         metrics["timing"] = dict(self.timing)
-        if getattr(self, "_t_start", None) is not None:
+        if self._t_start is not None:
             metrics["timing"]["total"] = self._total_before + time.perf_counter() - self._t_start
         write_json_atomic(os.path.join(self.run_dir, "metrics.json"), metrics)
 
