@@ -17,8 +17,10 @@ summary.md and the model in the HF safetensors layout.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import datetime
+import gc
 import math
 import os
 import time
@@ -81,6 +83,23 @@ def _enable_compile_cache() -> None:
             jax.config.update("jax_compilation_cache_dir", folder)
         except Exception:  # an older jax without the option: run uncached
             pass
+
+
+def release_freed_memory() -> None:
+    """Return memory freed by the last stage to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    After a large free glibc raises its mmap threshold (up to 32 MB), so later arrays of a few
+    MB -- most weight matrices, their gradients and AdamW moments -- come from the heap, and
+    what a finished stage frees there stays resident. Measured on SmolLM2-135M (5 tasks, asvd,
+    2 cores): resident memory grew ~1.9 GB per task to a 13.3 GB peak although each task's live
+    arrays are the same size; with the mmap threshold pinned the same run peaked at 7.4 GB.
+    """
+    gc.collect()  # closures of the last stage's jitted step and optimizer can sit in cycles
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        return
+    trim(0)
 
 
 def _comparable(config: ExperimentConfig) -> dict:
@@ -341,6 +360,7 @@ class Runner:
         for stage in range(start_stage, len(self.stages)):
             params, moments = self._run_stage(stage, params, metrics, step_meta, moments)
             step_meta = None
+            release_freed_memory()
             if c.run.stop_after_task == stage and stage < len(self.stages) - 1:
                 metrics["status"] = f"stopped after stage {stage} (run.stop_after_task)"
                 self.write_metrics(metrics)
@@ -371,6 +391,7 @@ class Runner:
         )
         t = time.perf_counter()
         trainable, frozen = self.method.start_task(ctx)
+        release_freed_memory()  # the float64 SVDs and statistics of start_task
         self._timed("start_task", time.perf_counter() - t)
         # The step donates its input buffers; ctx.params must survive (leakage, methods).
         trainable = shard_tree(jax.tree.map(lambda x: x.copy(), trainable), self.mesh)
@@ -486,4 +507,6 @@ def run(config: ExperimentConfig, *, run_dir: str | None = None, resume: bool = 
     ``initial``: zero-shot / LM-loss results of the same initial model from another run with
     the same model, data and eval settings, reused instead of evaluated again.
     """
-    return Runner(config, run_dir=run_dir, resume=resume, initial=initial).run()
+    metrics = Runner(config, run_dir=run_dir, resume=resume, initial=initial).run()
+    release_freed_memory()  # the model and states of this run, before another in this process
+    return metrics
