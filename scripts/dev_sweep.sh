@@ -10,6 +10,7 @@ set -euo pipefail
 OUT=${1:-runs/dev}
 shift || true
 CLI=${ASVD_JAX_CLI:-asvd-jax}
+source "$(dirname "$0")/_run_or_resume.sh"
 CONFIG=experiments/offline_smollm2_order1.yaml
 
 # name -> overrides on the preset (which has lr 3e-5, 1 epoch, the paper's rank policy).
@@ -35,15 +36,9 @@ for name in "${RUNS[@]}"; do
 done
 
 for name in "${RUNS[@]}"; do
-  dir="$OUT/$name"
-  if [ -f "$dir/metrics.json" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
-    continue
-  fi
   sets=(--set eval.split=dev)
   for kv in ${SETS[$name]}; do sets+=(--set "$kv"); done
-  resume=()
-  [ -d "$dir" ] && resume=(--resume)
-  $CLI run "$CONFIG" "${sets[@]}" --run-dir "$dir" "${resume[@]}"
+  run_or_resume "$OUT/$name" "$CONFIG" "${sets[@]}"
 done
 shopt -s nullglob
 done_dirs=()

@@ -13,6 +13,7 @@ set -euo pipefail
 OUT=${1:-runs/table}
 shift || true
 CLI=${ASVD_JAX_CLI:-asvd-jax}
+source "$(dirname "$0")/_run_or_resume.sh"
 
 RUNS=("$@")
 if [ ${#RUNS[@]} -eq 0 ]; then
@@ -29,14 +30,7 @@ for name in "${RUNS[@]}"; do
     exit 2
   fi
   model=${BASH_REMATCH[1]} order=${BASH_REMATCH[2]} method=${BASH_REMATCH[3]}
-  dir="$OUT/$name"
-  if [ -f "$dir/metrics.json" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
-    continue
-  fi
-  resume=()
-  [ -d "$dir" ] && resume=(--resume)
-  $CLI run "experiments/offline_${model}_order$order.yaml" --set "method.name=$method" \
-    --run-dir "$dir" "${resume[@]}"
+  run_or_resume "$OUT/$name" "experiments/offline_${model}_order$order.yaml" --set "method.name=$method"
 done
 shopt -s nullglob
 $CLI report "$OUT"/minilm-o*-* "$OUT"/smollm2-o1-*

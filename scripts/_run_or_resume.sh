@@ -1,0 +1,13 @@
+# Sourced by the run scripts: `run_or_resume DIR CONFIG [--set K=V ...]` runs CONFIG into DIR
+# with the CLI in $CLI, skips a complete run and resumes a started one (the scripts re-run
+# after a kill).
+run_or_resume() {
+  local dir=$1
+  shift
+  if [ -f "$dir/metrics.json" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
+    return 0
+  fi
+  local resume=()
+  [ -d "$dir" ] && resume=(--resume)
+  $CLI run "$@" --run-dir "$dir" "${resume[@]}"
+}
