@@ -71,10 +71,15 @@ def summary_markdown(metrics: dict) -> str:
     s = metrics.get("summary") or {}
     if s:
         lines += ["| metric | headline | option scoring |", "|---|---|---|"]
-        for key, label in (("average_accuracy", "average accuracy (%)"), ("bwt", "BWT (pts)"),
+        for key, label in (("average_accuracy", "average accuracy (%)"),
+                           ("plasticity", "plasticity (%, mean of R[j, j])"), ("bwt", "BWT (pts)"),
                            ("fwt", "FWT (pts)"), ("forgetting", "forgetting (pts)")):
             lines.append(f"| {label} | {_pct(s.get(key))} | {_pct(s.get('option_' + key))} |")
         lines.append("")
+        for prefix, what in (("", "headline"), ("option_", "option scoring")):
+            if s.get(prefix + "collapsed_tasks"):
+                lines += [f"**Label collapse** ({what}, final row: one answer > 80% of a task's "
+                          f"predictions): {', '.join(s[prefix + 'collapsed_tasks'])}", ""]
     for key, title in (("accuracy_matrix", "Accuracy matrix (%)"),
                        ("option_accuracy_matrix", "Option-scoring accuracy matrix (%)")):
         rows = metrics.get(key) or []

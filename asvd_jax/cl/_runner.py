@@ -235,7 +235,9 @@ class Runner:
         t = time.perf_counter()
         out = []
         for task in self.progress.bar(self.tasks, len(self.tasks), f"evaluate ({label})"):
-            out.append({"task": task.name, **self.adapter.evaluate(params, task, task.split(self.config.eval.split))})
+            examples = task.split(self.config.eval.split)
+            res = _metrics.annotate_evaluation(task, examples, self.adapter.evaluate(params, task, examples))
+            out.append({"task": task.name, **res})
         self._timed("evaluation", time.perf_counter() - t)
         return out
 
@@ -489,6 +491,8 @@ class Runner:
             else:  # MTL: one joint stage, only the final row exists
                 s = {"average_accuracy": float(np.mean(mat[-1]))}
             summary.update({prefix + k: v for k, v in s.items()})
+            # Label collapse in the final row (one answer > 80% of a task's predictions).
+            summary[prefix + "collapsed_tasks"] = _metrics.collapsed_tasks(rows[-1]["eval"], prefix)
         metrics["summary"] = summary
         g = metrics.get("general_ability")
         if g is not None:
