@@ -201,6 +201,10 @@ class RunConfig:
     """Progress bars on stderr."""
     stop_after_task: int = -1
     """Stop after this 0-based task (tests of resume); -1 = run the sequence."""
+    seeds: tuple[int, ...] = ()
+    """Run the config once per seed (e.g. ``[0, 1, 2]``), each in ``<run dir>/seed<k>`` with
+    ``train.seed = data.seed = k`` (data sampling and order, batching, adapter init); empty =
+    one run with the seeds as configured. ``asvd-jax report`` groups the seeds back."""
     blas_threads: int = 1
     """Threads of the host LAPACK (OpenBLAS) behind the CPU SVDs, set before its first use.
     1: a loaded 2-core machine ran SmolLM2's SVDs 3-10x faster than with the default
