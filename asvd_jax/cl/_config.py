@@ -149,6 +149,15 @@ class TrainConfig:
     """Seed for batching order and method randomness."""
     leakage_every: int = 0
     """Log protected-subspace leakage every N optimizer steps (0 = at task end only)."""
+    patience: int = 0
+    """Early stopping (0 = off): stop a task after this many dev evaluations in a row without
+    a dev-accuracy gain above ``min_delta``, and restore the weights of the best one. Each
+    task is scored on its own dev split (an MTL stage on the mean over tasks); set
+    ``epochs`` high and ``max_steps`` as the step cap, since those still bound the task."""
+    eval_every: int = 0
+    """Early stopping: optimizer steps between dev evaluations (0 = once per epoch)."""
+    min_delta: float = 0.0
+    """Early stopping: a dev accuracy must exceed the best so far by more than this to count."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,6 +330,10 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"method.mrr/method.trr: need 0 <= mrr <= trr <= 1, got {m.mrr}, {m.trr}")
     if not 0.0 <= m.fraction <= 1.0:
         raise ConfigError(f"method.fraction: must lie in [0, 1], got {m.fraction}")
+    t = config.train
+    if t.patience < 0 or t.eval_every < 0 or t.min_delta < 0:
+        raise ConfigError(f"train.patience / train.eval_every / train.min_delta: must be >= 0, "
+                          f"got {t.patience}, {t.eval_every}, {t.min_delta}")
     if not config.train.lr > 0:
         raise ConfigError(f"train.lr: must be > 0, got {config.train.lr}")
     return config

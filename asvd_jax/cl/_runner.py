@@ -33,6 +33,7 @@ import asvd_jax as aj
 from asvd_jax.cl import _metrics
 from asvd_jax.cl._checkpoint import Checkpointer, write_json_atomic
 from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
+from asvd_jax.cl._early_stop import dev_accuracy, make_stopper
 from asvd_jax.cl._method import TaskContext
 from asvd_jax.cl._progress import Progress, counter
 from asvd_jax.cl._sequence import TaskStream, derive_seed, load_sequence, statistics_items
@@ -406,11 +407,19 @@ class Runner:
                 moments = self.ckpt.restore(moments, {"adam": adam_states(opt_state)})["adam"]
             opt_state = transplant_adam(opt_state, moments)
         start, losses = 0, []
+        # Early stopping (train.patience): dev evaluations of this stage's own task(s).
+        stop = make_stopper(c.train, stream.per_epoch // c.train.grad_accum, stream.optimizer_steps)
+        stage_tasks = self.tasks if c.method.name == "mtl" else [self.tasks[stage]]
         if step_meta is not None:
-            restored = self.ckpt.restore(step_meta["name"], {"trainable": trainable, "frozen": frozen,
-                                                             "opt_state": opt_state})
+            es = step_meta.get("early_stop")
+            templates = {"trainable": trainable, "frozen": frozen, "opt_state": opt_state}
+            if es and es.get("best") is not None:
+                templates["best"] = trainable
+            restored = self.ckpt.restore(step_meta["name"], templates)
             trainable, frozen, opt_state = restored["trainable"], restored["frozen"], restored["opt_state"]
             start, losses = step_meta["micro_step"], list(step_meta["losses"])
+            if stop is not None and es:
+                stop.load_state(es, restored.get("best"))
         step_fn = make_train_step(self.adapter, self.method, opt)
         every = c.checkpoint.every_steps * c.train.grad_accum
         t = time.perf_counter()
@@ -433,10 +442,19 @@ class Runner:
                 losses.append(loss)
                 micro += 1
                 bar.update(1, loss=loss)
+                if (stop is not None and micro % c.train.grad_accum == 0
+                        and stop.due(micro // c.train.grad_accum)):
+                    score = dev_accuracy(self.adapter, self.method, trainable, frozen, stage_tasks)
+                    if stop.update(micro // c.train.grad_accum, score, trainable):
+                        break
                 if every and micro % every == 0 and micro < stream.micro_steps:
-                    self.ckpt.save(f"step-{stage:04d}-{micro:06d}",
-                                   {"trainable": trainable, "frozen": frozen, "opt_state": opt_state},
-                                   {"kind": "step", "stage": stage, "micro_step": micro, "losses": losses})
+                    groups = {"trainable": trainable, "frozen": frozen, "opt_state": opt_state}
+                    meta = {"kind": "step", "stage": stage, "micro_step": micro, "losses": losses}
+                    if stop is not None:
+                        meta["early_stop"] = stop.state()
+                        if stop.best_trainable is not None:
+                            groups["best"] = stop.best_trainable
+                    self.ckpt.save(f"step-{stage:04d}-{micro:06d}", groups, meta)
                     self.ckpt.prune("step-", keep=max(c.checkpoint.keep_steps, 1))
                 leak_fn = getattr(self.method, "leakage", None)
                 if (leak_fn is not None and c.train.leakage_every
@@ -446,6 +464,8 @@ class Runner:
                                         **leak_fn(trainable, ctx)})
         train_seconds = time.perf_counter() - t
         self._timed("train", train_seconds)
+        if stop is not None:
+            trainable = stop.restore(trainable)  # the best dev evaluation's weights
         new_moments = None if c.train.fresh_optimizer else adam_states(opt_state)
         params, record = self.method.finish_task(trainable, frozen, ctx)
         params = shard_tree(params, self.mesh)
@@ -462,7 +482,8 @@ class Runner:
             "train": {"micro_steps": len(losses), "optimizer_steps": len(losses) // c.train.grad_accum,
                       "mean_loss": float(np.mean(losses)) if losses else float("nan"),
                       "last_loss": losses[-1] if losses else float("nan"),
-                      "losses": losses, "seconds": train_seconds},
+                      "losses": losses, "seconds": train_seconds,
+                      **({"early_stopping": stop.record()} if stop is not None else {})},
             "record": record,
             "eval": ev,
         })
