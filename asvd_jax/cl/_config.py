@@ -47,11 +47,12 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     suite: str = "offline"
-    """Task sequence: ``offline`` (the packaged five-task suite), ``olora`` / ``trace`` (the
+    """Task sequence: ``offline`` (the packaged five-task suite), ``offline_disjoint`` (five
+    offline tasks without a shared label word, docs/data.md), ``olora`` / ``trace`` (the
     paper's benchmarks under ``root``), ``custom`` (a YAML sequence in ``path``) or ``fixture``
     (two tiny keyword tasks for pulse checks)."""
     order: int = 1
-    """Task order (offline: 1-3; O-LoRA: 1-6)."""
+    """Task order (offline, offline_disjoint: 1-3; O-LoRA: 1-6)."""
     tasks: tuple[str, ...] = ()
     """Keep only these tasks of the order (in the order's sequence); empty = all."""
     root: str = ""
@@ -302,7 +303,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.family": ("llama", "bert", "t5"),
     "model.source": ("smollm2", "minilm", "hf", "gguf", "hub", "random"),
     "model.dtype": ("float32", "bfloat16"),
-    "data.suite": ("offline", "olora", "trace", "custom", "fixture"),
+    "data.suite": ("offline", "offline_disjoint", "olora", "trace", "custom", "fixture"),
     "method.name": ("asvd", "seqft", "mtl", "ewc", "lora", "olora"),
     "method.projection": ("strict", "paper", "input", "output", "none"),
     "method.rank_policy": ("paper", "progressive", "uniform", "energy"),
