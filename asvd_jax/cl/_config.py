@@ -91,12 +91,16 @@ class MethodConfig:
     """Projection mode: ``strict`` (I-P)G(I-P), ``paper`` G - P G P, ``input``, ``output``,
     or ``none`` (ablation: bases computed, nothing projected)."""
     rank_policy: str = "paper"
-    """``paper`` (importance-scaled), ``progressive`` ((t-1)/T of min dim), ``uniform``
-    (``fraction``), ``energy`` (``tau``)."""
+    """``paper`` (importance-scaled; clamping makes its realised mean fall below trr),
+    ``budget`` (paper's shape, rescaled after clamping so the realised mean is trr; capped at
+    ``max_fraction``), ``progressive`` ((t-1)/T of min dim), ``uniform`` (``fraction``),
+    ``energy`` (``tau``)."""
     mrr: float = 0.1
     """Paper policy: minimum protected fraction."""
     trr: float = 0.8
     """Paper policy: target (mean) protected fraction."""
+    max_fraction: float = 1.0
+    """Budget policy: cap on any matrix's protected fraction (< 1: no matrix is frozen)."""
     fraction: float = 0.5
     """Uniform policy: protected fraction of every matrix."""
     tau: float = 0.95
@@ -306,7 +310,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.suite": ("offline", "offline_disjoint", "olora", "trace", "custom", "fixture"),
     "method.name": ("asvd", "seqft", "mtl", "ewc", "lora", "olora"),
     "method.projection": ("strict", "paper", "input", "output", "none"),
-    "method.rank_policy": ("paper", "progressive", "uniform", "energy"),
+    "method.rank_policy": ("paper", "budget", "progressive", "uniform", "energy"),
     "train.schedule": ("constant", "linear", "cosine"),
     "eval.protocol": ("auto", "generate", "options", "both"),
     "eval.split": ("test", "dev"),
@@ -329,6 +333,8 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     m = config.method
     if not 0.0 <= m.mrr <= m.trr <= 1.0:
         raise ConfigError(f"method.mrr/method.trr: need 0 <= mrr <= trr <= 1, got {m.mrr}, {m.trr}")
+    if m.rank_policy == "budget" and not m.trr <= m.max_fraction <= 1.0:
+        raise ConfigError(f"method.max_fraction: need trr <= max_fraction <= 1, got {m.max_fraction}")
     if not 0.0 <= m.fraction <= 1.0:
         raise ConfigError(f"method.fraction: must lie in [0, 1], got {m.fraction}")
     t = config.train
