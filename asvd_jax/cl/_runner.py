@@ -23,6 +23,7 @@ import datetime
 import gc
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -189,6 +190,14 @@ class Runner:
         if self.mesh is not None and c.train.batch_size % (self.mesh.size) != 0:
             raise RunError(f"train.batch_size={c.train.batch_size} must be a multiple of the "
                            f"mesh size {self.mesh.size}")
+        from asvd_jax.cl._data_checks import data_warnings
+
+        # Token budgets that silently hurt: max_len truncating most inputs, long labels.
+        self.warnings = data_warnings(self.adapter, self.tasks, c.data.max_len,
+                                      None if c.model.family == "bert" else c.eval.max_new_tokens,
+                                      c.eval.split)
+        for w in self.warnings:  # shown even without progress output
+            print(f"[asvd-jax] warning: {w}", file=sys.stderr, flush=True)
         self.params0 = shard_tree(self.adapter.params, self.mesh)
         include = list(c.method.targets_include) or list(default_targets)
         exclude = list(c.method.targets_exclude) or aj.DEFAULT_EXCLUDE
@@ -294,6 +303,7 @@ class Runner:
             "tasks": [t.name for t in self.tasks],
             "protocol": self._protocol_label(),
             "rows": [],
+            "warnings": list(self.warnings),
             "status": "running",
         }
 
