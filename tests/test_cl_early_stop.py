@@ -86,3 +86,55 @@ def test_tiny_run_stops_and_restores_the_best_weights(tmp_path, monkeypatch):
     # ...and not the last step's weights (training moved them).
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(last)))
     assert os.path.isfile(tmp_path / "run" / "metrics.json")
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.slow  # three tiny runs (~40 s on the shared machine)
+def test_kill_mid_task_resumes_the_patience_state_and_best_weights(tmp_path, monkeypatch):
+    # min_delta 0.99: only the first evaluation (after step 1) can improve, so the best weights
+    # are step 1's and must come back from the mid-task checkpoint after a kill at step 3.
+    import json
+
+    over = ["model.source=random", "model.random_width=32", "data.suite=custom",
+            f"data.path={_sequence_with_dev(tmp_path)}", "data.max_len=64", "train.lr=3e-3",
+            "train.batch_size=4", "train.max_steps=6", "train.patience=50", "train.eval_every=1",
+            "train.min_delta=0.99", "method.name=seqft", "eval.batch_size=8", "eval.lm_loss=false",
+            "eval.zero_shot=false", "checkpoint.export_hf=false", "checkpoint.every_steps=1",
+            "run.progress=false", "run.stop_after_task=0"]
+    full = Runner(load_config(None, over), run_dir=str(tmp_path / "full"))
+    m_full = full.run()
+    assert m_full["rows"][0]["train"]["early_stopping"]["best_step"] == 1
+
+    original = _runner.make_train_step
+
+    def dying(adapter, method, opt):
+        step = original(adapter, method, opt)
+        calls = {"n": 0}
+
+        def wrapped(*args):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise Killed()
+            return step(*args)
+        return wrapped
+
+    monkeypatch.setattr(_runner, "make_train_step", dying)
+    with pytest.raises(Killed):
+        Runner(load_config(None, over), run_dir=str(tmp_path / "k")).run()
+    monkeypatch.setattr(_runner, "make_train_step", original)
+    resumed = Runner(load_config(None, over), run_dir=str(tmp_path / "k"), resume=True)
+    m_res = resumed.run()
+
+    def strip(m):
+        m = json.loads(json.dumps(m))
+        m.pop("timing"), m.pop("name")
+        for row in m["rows"]:
+            row["train"].pop("seconds")
+        return m
+
+    assert strip(m_res) == strip(m_full)
+    for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(full.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
