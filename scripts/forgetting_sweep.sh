@@ -47,7 +47,9 @@ done
 
 for name in "${RUNS[@]}"; do
   read -r config kvs <<< "${SETS[$name]}"
-  sets=(--set eval.split=dev --set "run.seeds=[$SEEDS]")
+  # Stop on 30 held-out training examples per task, not on dev: the runs are scored on dev,
+  # and stopping there would pick each task's checkpoint on the examples R[j, j] reports.
+  sets=(--set eval.split=dev --set train.stop_holdout=30 --set "run.seeds=[$SEEDS]")
   for kv in $kvs; do sets+=(--set "$kv"); done
   run_or_resume "$OUT/$name" "$config" "${sets[@]}"
 done

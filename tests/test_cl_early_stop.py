@@ -10,7 +10,7 @@ import yaml
 from asvd_jax.cl import Runner, load_config
 from asvd_jax.cl import _runner
 from asvd_jax.cl._config import ConfigError
-from asvd_jax.cl._early_stop import EarlyStopper, dev_accuracy, make_stopper
+from asvd_jax.cl._early_stop import EarlyStopper, dev_accuracy, hold_out, make_stopper
 from asvd_jax.cl._fixture import write_fixture
 
 
@@ -43,6 +43,30 @@ def test_config_and_factory():
         load_config(None, ["train.patience=-1"])
 
 
+def test_hold_out_takes_balanced_training_examples_out():
+    from asvd_jax.data import Example, Task
+
+    train = tuple(Example(f"text {i}", "ab"[i % 2]) for i in range(20))
+    task = Task("t", "Pick.", ("a", "b"), train=train, dev=(), test=train[:2])
+    (rest,), sets = hold_out([task], 6, seed=0)
+    held = sets["t"]
+    assert len(held) == 6 and sorted(e.label for e in held) == list("aaabbb")
+    assert len(rest.train) == 14 and not {e.text for e in held} & {e.text for e in rest.train}
+    assert hold_out([task], 6, seed=0)[1]["t"] == held  # seeded
+    assert hold_out([task], 0, seed=0) == ((task,), {})
+    with pytest.raises(ValueError, match="stop_holdout=20"):
+        hold_out([task], 20, seed=0)
+    # A task without dev examples cannot stop on dev, but can on a held-out set.
+    with pytest.raises(ValueError, match="no dev examples"):
+        dev_accuracy(None, types_ns(), None, None, [task])
+
+
+def types_ns():
+    import types
+
+    return types.SimpleNamespace(effective_params=lambda t, f: None)
+
+
 def _sequence_with_dev(tmp_path):
     fx = write_fixture(str(tmp_path / "fx"), n_train=32, n_test=8)
     spec = yaml.safe_load(open(fx))
@@ -59,9 +83,10 @@ def test_tiny_run_stops_and_restores_the_best_weights(tmp_path, monkeypatch):
     scores = [0.5, 0.7, 0.6, 0.6, 0.9, 0.9]
     seen = []
 
-    def scripted(adapter, method, trainable, frozen, tasks):
-        real = dev_accuracy(adapter, method, trainable, frozen, tasks)  # the real path runs too
+    def scripted(adapter, method, trainable, frozen, tasks, stop_sets=None):
+        real = dev_accuracy(adapter, method, trainable, frozen, tasks, stop_sets)  # the real path too
         assert 0.0 <= real <= 1.0 and [t.name for t in tasks] == ["topic"]
+        assert stop_sets == {}  # train.stop_holdout = 0: the dev split decides
         seen.append(jax.tree.map(lambda x: np.array(x), method.effective_params(trainable, frozen)))
         return scores[len(seen) - 1]
 

@@ -163,6 +163,10 @@ class TrainConfig:
     """Early stopping: optimizer steps between dev evaluations (0 = once per epoch)."""
     min_delta: float = 0.0
     """Early stopping: a dev accuracy must exceed the best so far by more than this to count."""
+    stop_holdout: int = 0
+    """Early stopping on this many held-out training examples per task (class-balanced,
+    removed from training) instead of the dev split; use it for dev sweeps
+    (``eval.split: dev``), where stopping on dev would bias the diagonal R[j, j] upwards."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,9 +342,9 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     if not 0.0 <= m.fraction <= 1.0:
         raise ConfigError(f"method.fraction: must lie in [0, 1], got {m.fraction}")
     t = config.train
-    if t.patience < 0 or t.eval_every < 0 or t.min_delta < 0:
-        raise ConfigError(f"train.patience / train.eval_every / train.min_delta: must be >= 0, "
-                          f"got {t.patience}, {t.eval_every}, {t.min_delta}")
+    if t.patience < 0 or t.eval_every < 0 or t.min_delta < 0 or t.stop_holdout < 0:
+        raise ConfigError(f"train.patience / eval_every / min_delta / stop_holdout: must be >= 0, "
+                          f"got {t.patience}, {t.eval_every}, {t.min_delta}, {t.stop_holdout}")
     if not config.train.lr > 0:
         raise ConfigError(f"train.lr: must be > 0, got {config.train.lr}")
     return config

@@ -82,16 +82,46 @@ def make_stopper(train, per_epoch_steps: int, total_steps: int) -> EarlyStopper 
     return EarlyStopper(train.patience, train.min_delta, every, total_steps)
 
 
-def dev_accuracy(adapter: Any, method: Any, trainable: Any, frozen: Any, tasks) -> float:
-    """Mean dev accuracy over ``tasks`` (one task, or all for an MTL stage) of the current
-    weights; a task without dev examples is an error naming it."""
+def dev_accuracy(adapter: Any, method: Any, trainable: Any, frozen: Any, tasks,
+                 stop_sets: dict | None = None) -> float:
+    """Mean accuracy over ``tasks`` (one task, or all for an MTL stage) of the current weights
+    on each task's stopping set: ``stop_sets[name]`` when given (``train.stop_holdout``),
+    else its dev split; a task with neither is an error naming it."""
     params = method.effective_params(trainable, frozen)
     scores = []
     for task in tasks:
-        if not task.dev:
-            raise ValueError(f"train.patience: task {task.name!r} has no dev examples to stop on")
-        scores.append(adapter.evaluate(params, task, task.dev)["accuracy"])
+        examples = (stop_sets or {}).get(task.name) or task.dev
+        if not examples:
+            raise ValueError(f"train.patience: task {task.name!r} has no dev examples to stop on "
+                             f"(set train.stop_holdout to hold out training examples instead)")
+        scores.append(adapter.evaluate(params, task, examples)["accuracy"])
     return float(np.mean(scores))
 
 
-__all__ = ["EarlyStopper", "dev_accuracy", "make_stopper"]
+def hold_out(tasks, n: int, seed: int) -> tuple[tuple, dict]:
+    """``(tasks without the held-out examples in train, {task name: held-out examples})``.
+
+    ``n`` training examples per task (class-balanced for classification, a seeded draw) become
+    the early-stopping set, so a run scored on the dev split (a dev sweep) does not pick its
+    checkpoints on the very examples it reports: with stopping on dev and ``eval.split: dev``,
+    R[j, j] is the best of several looks at the same examples and biased upwards.
+    """
+    import dataclasses
+
+    from asvd_jax.cl._sequence import _subset
+
+    if n <= 0:
+        return tuple(tasks), {}
+    out, sets = [], {}
+    for task in tasks:
+        if n >= len(task.train):
+            raise ValueError(f"train.stop_holdout={n}: task {task.name!r} has only "
+                             f"{len(task.train)} training examples")
+        held = _subset(task.train, n, seed, ("stop_holdout", task.name), bool(task.options))
+        ids = {id(ex) for ex in held}
+        out.append(dataclasses.replace(task, train=tuple(ex for ex in task.train if id(ex) not in ids)))
+        sets[task.name] = held
+    return tuple(out), sets
+
+
+__all__ = ["EarlyStopper", "dev_accuracy", "hold_out", "make_stopper"]

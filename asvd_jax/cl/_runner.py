@@ -34,7 +34,7 @@ import asvd_jax as aj
 from asvd_jax.cl import _metrics
 from asvd_jax.cl._checkpoint import Checkpointer, write_json_atomic
 from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
-from asvd_jax.cl._early_stop import dev_accuracy, make_stopper
+from asvd_jax.cl._early_stop import dev_accuracy, hold_out, make_stopper
 from asvd_jax.cl._method import TaskContext
 from asvd_jax.cl._progress import Progress, counter
 from asvd_jax.cl._sequence import TaskStream, derive_seed, load_sequence, statistics_items
@@ -180,7 +180,9 @@ class Runner:
         self.progress.log(f"[asvd-jax] run directory {self.run_dir}")
         self.progress.log(f"[asvd-jax] building data ({c.data.suite}, order {c.data.order})")
         self.sequence = load_sequence(c.data, self.progress.bar)
-        self.tasks = self.sequence.tasks
+        # train.stop_holdout: early stopping on held-out training examples, not on dev.
+        self.tasks, self.stop_sets = hold_out(self.sequence.tasks, c.train.stop_holdout if
+                                              c.train.patience > 0 else 0, c.data.seed)
         self._timed("data", time.perf_counter() - t)
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] loading model ({c.model.family}, {c.model.source})")
@@ -454,7 +456,8 @@ class Runner:
                 bar.update(1, loss=loss)
                 if (stop is not None and micro % c.train.grad_accum == 0
                         and stop.due(micro // c.train.grad_accum)):
-                    score = dev_accuracy(self.adapter, self.method, trainable, frozen, stage_tasks)
+                    score = dev_accuracy(self.adapter, self.method, trainable, frozen, stage_tasks,
+                                         self.stop_sets)
                     if stop.update(micro // c.train.grad_accum, score, trainable):
                         break
                 if every and micro % every == 0 and micro < stream.micro_steps:
