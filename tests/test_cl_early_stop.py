@@ -111,6 +111,9 @@ def test_tiny_run_stops_and_restores_the_best_weights(tmp_path, monkeypatch):
     # ...and not the last step's weights (training moved them).
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(last)))
     assert os.path.isfile(tmp_path / "run" / "metrics.json")
+    from asvd_jax.cl._report import summary_markdown
+
+    assert "topic best 2 (70.0), stopped at 4" in summary_markdown(m)
 
 
 class Killed(Exception):

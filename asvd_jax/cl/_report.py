@@ -104,6 +104,12 @@ def summary_markdown(metrics: dict) -> str:
         lines.append(f"| {row['stage']} | {t.get('micro_steps')} | {t.get('mean_loss', float('nan')):.4f} | "
                      f"{t.get('last_loss', float('nan')):.4f} | {t.get('seconds', 0):.0f} | "
                      f"{'' if leak is None else f'{leak:.2e}'} |")
+    stops = [(row["stage"], row.get("train", {}).get("early_stopping")) for row in metrics["rows"]]
+    if any(es for _, es in stops):
+        lines += ["", "Early stopping (optimizer steps; dev accuracy %): " + "; ".join(
+            f"{name} best {es['best_step']} ({_pct(es['best_dev_accuracy'])})"
+            + (f", stopped at {es['stopped_at']}" if es.get("stopped_at") is not None else ", step cap")
+            for name, es in stops if es)]
     timing = metrics.get("timing") or {}
     if timing:
         lines += ["", "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items())]
