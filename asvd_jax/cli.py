@@ -1,6 +1,6 @@
 """The ``asvd-jax`` command.
 
-    asvd-jax run CONFIG.yaml [--set train.lr=3e-5 ...] [--run-dir DIR] [--resume]
+    asvd-jax run CONFIG.yaml [--set train.lr=3e-5 ...] [--run-dir DIR] [--resume] [--seeds 0,1,2]
     asvd-jax demo [--set ...] [--out-dir runs/demo] [--methods asvd,seqft]
     asvd-jax report RUN_DIR [RUN_DIR ...]
     asvd-jax data [CONFIG.yaml] [--set data.order=2 ...]
@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--run-dir", default=None, help="run directory (default: run.out_dir/run.name)")
     p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+    p.add_argument("--seeds", default=None, metavar="0,1,2",
+                   help="one run per seed in RUN_DIR/seed<k> (same as --set run.seeds=[0,1,2])")
     p = sub.add_parser("demo", help="this method and sequential fine-tuning on the offline suite")
     _common(p, config=False)
     p.add_argument("--out-dir", default=os.path.join("runs", "demo"))
@@ -50,14 +52,14 @@ def comparison_table(metrics_list: list[dict]) -> str:
     def pct(x):
         return "n/a" if x is None or x != x else f"{100 * x:.1f}"
 
-    lines = ["| run | method | AA | BWT | FWT | forgetting | AA (options) | BWT (options) | LM loss delta | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | method | AA | plasticity | BWT | FWT | forgetting | AA (options) | BWT (options) | LM loss delta | minutes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in metrics_list:
         s = m.get("summary") or {}
         g = m.get("general_ability") or {}
         delta = g.get("lm_loss_delta")
         minutes = (m.get("timing") or {}).get("total", float("nan")) / 60
-        lines.append(f"| {m.get('name')} | {m.get('method')} | {pct(s.get('average_accuracy'))} | "
+        lines.append(f"| {m.get('name')} | {m.get('method')} | {pct(s.get('average_accuracy'))} | {pct(s.get('plasticity'))} | "
                      f"{pct(s.get('bwt'))} | {pct(s.get('fwt'))} | {pct(s.get('forgetting'))} | "
                      f"{pct(s.get('option_average_accuracy'))} | {pct(s.get('option_bwt'))} | "
                      f"{'n/a' if delta is None else f'{delta:+.3f}'} | {minutes:.1f} |")
@@ -67,7 +69,17 @@ def comparison_table(metrics_list: list[dict]) -> str:
 def _run(args) -> int:
     from asvd_jax.cl import load_config, run
 
-    config = load_config(args.config, args.overrides)
+    seeds = [f"run.seeds=[{args.seeds}]"] if args.seeds else []
+    config = load_config(args.config, [*args.overrides, *seeds])
+    if config.run.seeds:
+        from asvd_jax.analysis._seeds import group_by_seed, seed_table
+        from asvd_jax.cl._seeds import run_seeds, seeds_parent
+
+        parent = seeds_parent(config, args.run_dir)
+        results = run_seeds(config, run_dir=parent, resume=args.resume,
+                            log=lambda s: print(s, file=sys.stderr, flush=True))
+        print(comparison_table(results) + "\n\n" + seed_table(group_by_seed([parent])))
+        return 0
     metrics = run(config, run_dir=args.run_dir, resume=args.resume)
     print(comparison_table([metrics]))
     return 0
@@ -98,15 +110,23 @@ def _demo(args) -> int:
 def _report(args) -> int:
     from asvd_jax.cl._report import load_metrics, summary_markdown, write_report
 
+    from asvd_jax.analysis._seeds import expand_run_dirs, group_by_seed, seed_table
+
+    run_dirs = expand_run_dirs(args.run_dirs)  # a multi-seed parent stands for its seed<k>/
     all_metrics = []
-    for d in args.run_dirs:
+    for d in run_dirs:
         m = load_metrics(d)
         write_report(d, m)
         all_metrics.append(m)
-        if len(args.run_dirs) == 1:
+        if len(run_dirs) == 1:
             print(summary_markdown(m))
     if len(all_metrics) > 1:
         print(comparison_table(all_metrics))
+        # Mean +- std over seeds and intervals against SeqFT (docs/analysis.md).
+        try:
+            print("\n" + seed_table(group_by_seed(run_dirs)))
+        except ValueError as e:  # e.g. a run without config.yaml: the table above stands
+            print(f"\n(no table over seeds: {e})")
     return 0
 
 

@@ -60,6 +60,17 @@ def test_pulse_run_directory(pulse):
     # The projection held: the applied update's protected share is at float32 rounding.
     assert m["rows"][1]["record"]["leakage"]["max"] < 1e-4
     assert all(np.isfinite(r["train"]["losses"]).all() for r in m["rows"])
+    # Every evaluation records predictions, per-example correctness, per-class accuracy,
+    # macro-F1 and the collapse flag; the correctness list reproduces the accuracy.
+    assert np.isclose(m["summary"]["plasticity"], np.trace(acc) / 2)
+    assert isinstance(m["summary"]["collapsed_tasks"], list)
+    for row in m["rows"]:
+        for e in row["eval"]:
+            assert len(e["predictions"]) == len(e["correct"]) == e["n"]
+            assert np.isclose(np.mean(e["correct"]), e["accuracy"])
+            assert np.isclose(np.mean(e["option_correct"]), e["option_accuracy"])
+            assert 0 <= e["macro_f1"] <= 1 and isinstance(e["collapsed"], bool)
+            assert len(e["per_class_accuracy"]) >= 2
 
 
 def test_resume_after_task_one_gives_identical_metrics(pulse, tmp_path, fixture_yaml):

@@ -7,6 +7,7 @@ import pytest
 from tolerances import assert_close
 
 from asvd_jax.ranks import (
+    BudgetPolicy,
     EnergyPolicy,
     Override,
     PaperPolicy,
@@ -181,3 +182,58 @@ def test_bad_policy_settings_raise():
         Override("(", k=1)
     with pytest.raises(TypeError, match="expected Override"):
         plan_ranks(make_stats(np.random.default_rng(0)), PaperPolicy(), [("q", 1)])
+
+
+def test_budget_policy_hand_computed():
+    # Four matrices of importance 0, 1, 1, 2 (mean 1): paper fractions with mrr 0.1, trr 0.7
+    # are 0.1, 0.7, 0.7, 1.3 -> clamped mean (0.1 + 0.7 + 0.7 + 1.0) / 4 = 0.625 < 0.7.
+    # Budget: 0.1 + 0.6 s I clamped at 1 must average 0.7; with the last at 1:
+    # (0.1 + 2 (0.1 + 0.6 s) + 1) / 4 = 0.7 -> s = 1.25, giving 0.85 for the middle two.
+    dims = [(f"layers/{i}/q_proj/kernel", 100, 100) for i in range(4)]
+    stats = make_stats(np.random.default_rng(0), dims=dims)
+    for (p, *_), c in zip(dims, (0.0, 0.5, 0.5, 1.0)):
+        stats[p] = MatrixStatistics(**{**stats[p].__dict__, "cos_truncate": np.asarray(c)})
+    paper = PaperPolicy(trr=0.7).fractions(stats)
+    assert_close(np.clip([paper[p] for p, *_ in dims], 0, 1).mean(), 0.625, "float64")
+    fr = BudgetPolicy(trr=0.7).fractions(stats)
+    assert_close(np.array([fr[p] for p, *_ in dims]), np.array([0.1, 0.85, 0.85, 1.0]), "float64")
+    plan = plan_ranks(stats, BudgetPolicy(trr=0.7))
+    assert [e.k for e in plan.entries] == [10, 85, 85, 100]
+    b = plan.budget()
+    assert b["requested"] == 0.7 and b["frozen"] == 1 and b["matrices"] == 4
+    assert_close(b["realised"], 0.7, "float64")
+    paper_plan = plan_ranks(stats, PaperPolicy(trr=0.7))
+    pb = paper_plan.budget()
+    assert pb["requested"] == 0.7 and pb["frozen"] == 1
+    assert_close(pb["realised"], 0.625, "float64")
+    assert "realised mean protected fraction 0.625 (requested trr 0.700)" in paper_plan.table()
+    # The importance-0 matrix stays at mrr, so trr 0.8 needs (0.8 * 4 - 0.1) / 3 > 1 elsewhere.
+    with pytest.raises(ValueError, match="out of reach"):
+        BudgetPolicy(trr=0.8).fractions(stats)
+    # A cap: nothing frozen; (0.1 + 3 x) / 4 = 0.7 -> every important matrix at x = 0.9.
+    fr = BudgetPolicy(trr=0.7, max_fraction=0.9).fractions(stats)
+    assert_close(np.array([fr[p] for p, *_ in dims]), np.array([0.1, 0.9, 0.9, 0.9]), "float64")
+    assert plan_ranks(stats, BudgetPolicy(trr=0.7, max_fraction=0.9)).budget()["frozen"] == 0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_budget_policy_realised_mean_is_the_budget(seed):
+    rng = np.random.default_rng(seed)
+    stats = make_stats(rng, cos_low=0.0, cos_high=1.0, stack=(3,))
+    first = DIMS[0][0]
+    stats[first] = MatrixStatistics(**{**stats[first].__dict__, "cos_truncate": np.full(3, 20.0)})
+    trr = float(rng.uniform(0.4, 0.8))
+    fr = BudgetPolicy(mrr=0.1, trr=trr).fractions(stats)
+    flat = np.concatenate([v.ravel() for v in fr.values()])
+    assert flat.max() <= 1.0 and flat.min() >= 0.0
+    assert_close(flat.mean(), trr, "float64")
+    plan = plan_ranks(stats, BudgetPolicy(mrr=0.1, trr=trr))
+    # Flooring k = floor(r min_dim) loses less than 1 / min_dim per matrix.
+    assert 0 <= trr - plan.budget()["realised"] < 1.0 / min(min(a, b) for _, a, b in DIMS)
+    # Without clamping it is the paper policy.
+    calm = make_stats(rng)
+    a, b = BudgetPolicy().fractions(calm), PaperPolicy().fractions(calm)
+    for p in a:
+        assert_close(a[p], b[p], "float64")
+    with pytest.raises(ValueError, match="mrr <= trr <= max_fraction"):
+        BudgetPolicy(trr=0.8, max_fraction=0.5)

@@ -31,6 +31,7 @@ from asvd_jax.analysis._runs import (
     stage_records,
     zero_shot_accuracy,
 )
+from asvd_jax.analysis._seeds import SeedGroup, expand_run_dirs, group_by_seed, seed_summary, seed_table
 from asvd_jax.analysis._spectra import (
     MatrixSpectrum,
     effective_rank,
@@ -53,7 +54,9 @@ __all__ = [
     "accuracy_matrix",
     "effective_rank",
     "energy_rank",
+    "expand_run_dirs",
     "forgetting_curves",
+    "group_by_seed",
     "layer_grid",
     "LayerGrid",
     "load_run",
@@ -79,6 +82,9 @@ __all__ = [
     "protected_subspace_overlap",
     "Run",
     "run_summary",
+    "seed_summary",
+    "seed_table",
+    "SeedGroup",
     "singular_spectrum",
     "spectra_table",
     "split_path",

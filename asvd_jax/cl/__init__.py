@@ -26,6 +26,8 @@ from asvd_jax.cl._metrics import (
     forgetting,
     forward_transfer,
     general_ability_retention,
+    paired_bootstrap,
+    plasticity,
     summarize,
 )
 from asvd_jax.cl._runner import RunError, Runner, run
@@ -35,5 +37,5 @@ __all__ = [
     "ExperimentConfig", "MeshConfig", "Method", "MethodConfig", "ModelConfig", "RunConfig",
     "RunError", "Runner", "TaskContext", "TrainConfig", "apply_overrides", "average_accuracy",
     "backward_transfer", "forgetting", "forward_transfer", "general_ability_retention",
-    "load_config", "run", "summarize", "to_yaml",
+    "load_config", "paired_bootstrap", "plasticity", "run", "summarize", "to_yaml",
 ]

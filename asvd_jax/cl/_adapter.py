@@ -172,12 +172,14 @@ class DecoderAdapter:
             opts = {normalize_answer(o) for o in task.options}
             # Share of answers that are no label word at all (format drift) and the most
             # frequent prediction (drift towards one task's labels shows up here).
+            out["predictions"] = texts  # normalised; per-class stats in _metrics.annotate_evaluation
             out["invalid_rate"] = float(np.mean([t not in opts for t in texts])) if opts else 0.0
             values, counts = np.unique(texts, return_counts=True)
             out["top_prediction"] = str(values[np.argmax(counts)]) if len(values) else ""
         if task.options and self.protocol in ("options", "both"):
             pred = [normalize_answer(task.options[j]) for j in np.concatenate(scores).argmax(axis=1)]
             out["option_accuracy"] = float(np.mean([p == l for p, l in zip(pred, labels)]))
+            out["option_predictions"] = pred
         out["accuracy"] = out.get("generate_accuracy", out.get("option_accuracy"))
         return out
 

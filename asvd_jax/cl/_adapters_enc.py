@@ -147,7 +147,9 @@ class EncoderAdapter(_Base):
         e = self._embed_all(params, list(task.options), self.option_len)
         pred = (x @ e.T).argmax(axis=1)
         acc = float(np.mean([task.options[p] == ex.label for p, ex in zip(pred, examples)]))
-        return {"n": len(examples), "accuracy": acc, "option_accuracy": acc}
+        answers = [normalize_answer(task.options[p]) for p in pred]
+        return {"n": len(examples), "accuracy": acc, "option_accuracy": acc,
+                "predictions": answers, "option_predictions": answers}
 
     def lm_loss(self, params, texts):
         return None  # no language-model head
@@ -245,11 +247,13 @@ class Seq2SeqAdapter(_Base):
                     cut = row.index(eos) if eos in row else len(row)
                     texts.append(self.tokenizer.decode(row[:cut]))
             out.update(score_generated(task, examples, texts))
+            out["predictions"] = [normalize_answer(t) for t in texts]
         if task.options and self.protocol in ("options", "both"):
             scores = t5.score_options(model, self.tokenizer, list(inputs), list(task.options),
                                       batch_size=self.eval_batch_size, max_input_len=self.max_len)
             pred = [normalize_answer(task.options[j]) for j in np.asarray(scores).argmax(axis=1)]
             out["option_accuracy"] = float(np.mean([p == l for p, l in zip(pred, labels)]))
+            out["option_predictions"] = pred
         out["accuracy"] = out.get("generate_accuracy", out.get("option_accuracy"))
         return out
 

@@ -47,11 +47,12 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     suite: str = "offline"
-    """Task sequence: ``offline`` (the packaged five-task suite), ``olora`` / ``trace`` (the
+    """Task sequence: ``offline`` (the packaged five-task suite), ``offline_disjoint`` (five
+    offline tasks without a shared label word, docs/data.md), ``olora`` / ``trace`` (the
     paper's benchmarks under ``root``), ``custom`` (a YAML sequence in ``path``) or ``fixture``
     (two tiny keyword tasks for pulse checks)."""
     order: int = 1
-    """Task order (offline: 1-3; O-LoRA: 1-6)."""
+    """Task order (offline, offline_disjoint: 1-3; O-LoRA: 1-6)."""
     tasks: tuple[str, ...] = ()
     """Keep only these tasks of the order (in the order's sequence); empty = all."""
     root: str = ""
@@ -90,12 +91,16 @@ class MethodConfig:
     """Projection mode: ``strict`` (I-P)G(I-P), ``paper`` G - P G P, ``input``, ``output``,
     or ``none`` (ablation: bases computed, nothing projected)."""
     rank_policy: str = "paper"
-    """``paper`` (importance-scaled), ``progressive`` ((t-1)/T of min dim), ``uniform``
-    (``fraction``), ``energy`` (``tau``)."""
+    """``paper`` (importance-scaled; clamping makes its realised mean fall below trr),
+    ``budget`` (paper's shape, rescaled after clamping so the realised mean is trr; capped at
+    ``max_fraction``), ``progressive`` ((t-1)/T of min dim), ``uniform`` (``fraction``),
+    ``energy`` (``tau``)."""
     mrr: float = 0.1
     """Paper policy: minimum protected fraction."""
     trr: float = 0.8
     """Paper policy: target (mean) protected fraction."""
+    max_fraction: float = 1.0
+    """Budget policy: cap on any matrix's protected fraction (< 1: no matrix is frozen)."""
     fraction: float = 0.5
     """Uniform policy: protected fraction of every matrix."""
     tau: float = 0.95
@@ -149,6 +154,19 @@ class TrainConfig:
     """Seed for batching order and method randomness."""
     leakage_every: int = 0
     """Log protected-subspace leakage every N optimizer steps (0 = at task end only)."""
+    patience: int = 0
+    """Early stopping (0 = off): stop a task after this many dev evaluations in a row without
+    a dev-accuracy gain above ``min_delta``, and restore the weights of the best one. Each
+    task is scored on its own dev split (an MTL stage on the mean over tasks); set
+    ``epochs`` high and ``max_steps`` as the step cap, since those still bound the task."""
+    eval_every: int = 0
+    """Early stopping: optimizer steps between dev evaluations (0 = once per epoch)."""
+    min_delta: float = 0.0
+    """Early stopping: a dev accuracy must exceed the best so far by more than this to count."""
+    stop_holdout: int = 0
+    """Early stopping on this many held-out training examples per task (class-balanced,
+    removed from training) instead of the dev split; use it for dev sweeps
+    (``eval.split: dev``), where stopping on dev would bias the diagonal R[j, j] upwards."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +219,10 @@ class RunConfig:
     """Progress bars on stderr."""
     stop_after_task: int = -1
     """Stop after this 0-based task (tests of resume); -1 = run the sequence."""
+    seeds: tuple[int, ...] = ()
+    """Run the config once per seed (e.g. ``[0, 1, 2]``), each in ``<run dir>/seed<k>`` with
+    ``train.seed = data.seed = k`` (data sampling and order, batching, adapter init); empty =
+    one run with the seeds as configured. ``asvd-jax report`` groups the seeds back."""
     blas_threads: int = 1
     """Threads of the host LAPACK (OpenBLAS) behind the CPU SVDs, set before its first use.
     1: a loaded 2-core machine ran SmolLM2's SVDs 3-10x faster than with the default
@@ -289,10 +311,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.family": ("llama", "bert", "t5"),
     "model.source": ("smollm2", "minilm", "hf", "gguf", "hub", "random"),
     "model.dtype": ("float32", "bfloat16"),
-    "data.suite": ("offline", "olora", "trace", "custom", "fixture"),
+    "data.suite": ("offline", "offline_disjoint", "olora", "trace", "custom", "fixture"),
     "method.name": ("asvd", "seqft", "mtl", "ewc", "lora", "olora"),
     "method.projection": ("strict", "paper", "input", "output", "none"),
-    "method.rank_policy": ("paper", "progressive", "uniform", "energy"),
+    "method.rank_policy": ("paper", "budget", "progressive", "uniform", "energy"),
     "train.schedule": ("constant", "linear", "cosine"),
     "eval.protocol": ("auto", "generate", "options", "both"),
     "eval.split": ("test", "dev"),
@@ -315,8 +337,14 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     m = config.method
     if not 0.0 <= m.mrr <= m.trr <= 1.0:
         raise ConfigError(f"method.mrr/method.trr: need 0 <= mrr <= trr <= 1, got {m.mrr}, {m.trr}")
+    if m.rank_policy == "budget" and not m.trr <= m.max_fraction <= 1.0:
+        raise ConfigError(f"method.max_fraction: need trr <= max_fraction <= 1, got {m.max_fraction}")
     if not 0.0 <= m.fraction <= 1.0:
         raise ConfigError(f"method.fraction: must lie in [0, 1], got {m.fraction}")
+    t = config.train
+    if t.patience < 0 or t.eval_every < 0 or t.min_delta < 0 or t.stop_holdout < 0:
+        raise ConfigError(f"train.patience / eval_every / min_delta / stop_holdout: must be >= 0, "
+                          f"got {t.patience}, {t.eval_every}, {t.min_delta}, {t.stop_holdout}")
     if not config.train.lr > 0:
         raise ConfigError(f"train.lr: must be > 0, got {config.train.lr}")
     return config

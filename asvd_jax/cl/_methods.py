@@ -138,6 +138,8 @@ class ASVD(SequentialFineTuning):
         c = self.config
         if c.rank_policy == "paper":
             return ranks.PaperPolicy(mrr=c.mrr, trr=c.trr)
+        if c.rank_policy == "budget":
+            return ranks.BudgetPolicy(mrr=c.mrr, trr=c.trr, max_fraction=c.max_fraction)
         if c.rank_policy == "progressive":
             return ranks.ProgressivePolicy(task=ctx.index + 1, num_tasks=ctx.num_tasks)
         if c.rank_policy == "uniform":
@@ -197,6 +199,8 @@ class ASVD(SequentialFineTuning):
         if self._plan is not None:
             record["rank_plan"] = json.loads(self._plan.to_json())
             record["rank_summary"] = self._plan.summary()
+            # Realised vs requested protection (the paper policy realises less than trr).
+            record["protected_budget"] = self._plan.budget()
         leak = self.leakage(trainable, ctx)
         if leak:
             record["leakage"] = leak

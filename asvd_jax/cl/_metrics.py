@@ -10,11 +10,13 @@ Conventions (0-based, accuracies as fractions in [0, 1]):
 * forward transfer     ``FWT = mean_{j>0} (R[j-1, j] - z[j])`` with ``z[j]`` the zero-shot
   accuracy of the initial model on task ``j``: positive means earlier tasks helped a task
   before it was trained.
-* forgetting           ``F   = mean_{j<T-1} max_{i<T-1} (R[i, j] - R[T-1, j])``: the drop
-  from the best accuracy a task ever had (before the last task) to its final accuracy.
-  Entries ``R[i, j]`` with ``i < j`` count in the max as well (Chaudhry et al. take the max
-  over all earlier rows); with no positive transfer they never win it. Not clipped at 0:
+* forgetting           ``F   = mean_{j<T-1} max_{j<=i<T-1} (R[i, j] - R[T-1, j])``: the
+  drop from the best accuracy a task had *from its own training on* (before the last task)
+  to its final accuracy. Rows ``i < j`` (before task ``j`` was trained) are left out: a high
+  accuracy there is forward transfer, not something learned and then lost. Not clipped at 0:
   a task that only improved has negative forgetting.
+* plasticity           ``P   = mean_j R[j, j]``: each task right after training it (how well
+  the method still learns); stability is read from AA and BWT.
 
 With one task BWT, FWT and forgetting are undefined and reported as ``nan``.
 """
@@ -64,12 +66,17 @@ def forward_transfer(acc, zero_shot: Sequence[float]) -> float:
 
 
 def forgetting(acc) -> float:
-    """``mean_{j<T-1} max_{i<T-1} (R[i, j] - R[T-1, j])``; nan for T = 1."""
+    """``mean_{j<T-1} max_{j<=i<T-1} (R[i, j] - R[T-1, j])``; nan for T = 1."""
     r = _matrix(acc)
     t = r.shape[0]
     if t < 2:
         return math.nan
-    return float(np.mean([np.max(r[: t - 1, j]) - r[-1, j] for j in range(t - 1)]))
+    return float(np.mean([np.max(r[j: t - 1, j]) - r[-1, j] for j in range(t - 1)]))
+
+
+def plasticity(acc) -> float:
+    """``mean_j R[j, j]``: accuracy on each task right after training it."""
+    return float(np.mean(np.diag(_matrix(acc))))
 
 
 def summarize(acc, zero_shot: Sequence[float] | None = None) -> dict[str, float]:
@@ -78,6 +85,7 @@ def summarize(acc, zero_shot: Sequence[float] | None = None) -> dict[str, float]
         "average_accuracy": average_accuracy(acc),
         "bwt": backward_transfer(acc),
         "forgetting": forgetting(acc),
+        "plasticity": plasticity(acc),
     }
     if zero_shot is not None:
         out["fwt"] = forward_transfer(acc, zero_shot)
@@ -100,3 +108,154 @@ def general_ability_retention(lm_loss_before: float, lm_loss_after: float) -> di
         "lm_loss_delta": delta,
         "perplexity_ratio": float(math.exp(delta)),
     }
+
+
+# ------------------------------------------------------------------ against a baseline
+
+GAP_KEYS = ("average_accuracy", "plasticity", "bwt", "forgetting")
+
+
+def gaps(summary: dict, baseline: dict, keys: Sequence[str] = GAP_KEYS) -> dict[str, float]:
+    """``{key + "_gap": summary[key] - baseline[key]}`` for the metrics both summaries hold.
+
+    Positive AA / plasticity / BWT gaps favour ``summary``; a positive forgetting gap means
+    it forgets *more* than the baseline.
+    """
+    out = {}
+    for k in keys:
+        a, b = summary.get(k), baseline.get(k)
+        if a is not None and b is not None:
+            out[k + "_gap"] = float(a) - float(b)
+    return out
+
+
+# ------------------------------------------------------------- predictions of one task
+
+COLLAPSE_SHARE = 0.8
+"""A task's evaluation is flagged ``collapsed`` when one answer exceeds this share."""
+
+
+def prediction_stats(labels: Sequence[str], predictions: Sequence[str],
+                     options: Sequence[str] = (), collapse_share: float = COLLAPSE_SHARE) -> dict:
+    """Per-class accuracy, macro-F1 and label collapse of one task's predictions.
+
+    ``labels`` and ``predictions`` are normalised answer strings of the same length. Classes
+    are ``options`` (plus any label outside them); for class ``c`` with ``tp`` correct,
+    ``n_c`` gold and ``p_c`` predicted examples: accuracy ``tp / n_c`` (the class's recall,
+    None when ``n_c = 0``), ``F1_c = 2 tp / (n_c + p_c)`` (0 when ``tp = 0``).
+    ``macro_f1`` averages ``F1_c`` over the classes with ``n_c > 0``. ``top_share`` is the
+    share of the most frequent prediction; ``collapsed`` = ``top_share > collapse_share``.
+    """
+    if len(labels) != len(predictions):
+        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+    if not labels:
+        raise ValueError("prediction_stats: no examples")
+    classes = list(dict.fromkeys([*options, *sorted(set(labels) - set(options))]))
+    lab = np.asarray(labels, dtype=object)
+    pred = np.asarray(predictions, dtype=object)
+    per_class, f1s = {}, []
+    for c in classes:
+        n_c = int(np.sum(lab == c))
+        p_c = int(np.sum(pred == c))
+        tp = int(np.sum((lab == c) & (pred == c)))
+        per_class[c] = tp / n_c if n_c else None
+        if n_c:
+            f1s.append(2 * tp / (n_c + p_c))
+    values, counts = np.unique(pred.astype(str), return_counts=True)
+    top = int(np.argmax(counts))
+    share = float(counts[top] / len(pred))
+    return {"per_class_accuracy": per_class,
+            "macro_f1": float(np.mean(f1s)),
+            "top_prediction": str(values[top]),
+            "top_share": share,
+            "collapsed": share > collapse_share}
+
+
+# ------------------------------------------------------------------ paired bootstrap
+
+
+def paired_bootstrap(method, baseline, *, examples: bool = False, n_boot: int = 10000,
+                     level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Paired bootstrap interval of ``AA(method) - AA(baseline)`` over seeds (and examples).
+
+    ``method`` / ``baseline``: one entry per seed, paired by position (the same seed's runs).
+
+    * ``examples=False``: each entry is that seed's AA (a number). Resample the ``S`` seeds
+      with replacement, average the per-seed differences ``d_s``; the interval is the
+      ``(1-level)/2`` and ``(1+level)/2`` percentiles of those means.
+    * ``examples=True``: each entry is a list over tasks of per-example correctness (0/1
+      arrays; method and baseline scored on the same examples in the same order). Two stages:
+      resample seeds, then within each drawn seed and task resample its test examples (the
+      same indices for both methods, so the pairing is kept). AA of a draw is the mean over
+      tasks of the per-task accuracy, as in the accuracy matrix.
+
+    Returns ``{"estimate", "low", "high", "seeds", "level"}`` (``estimate``: mean of ``d_s``
+    on the data as observed). See docs/analysis.md for when each mode is right.
+    """
+    if len(method) != len(baseline) or not len(method):
+        raise ValueError(f"paired_bootstrap: need the same number (>= 1) of seeds, got "
+                         f"{len(method)} and {len(baseline)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    s = len(method)
+    pick = rng.integers(0, s, size=(n_boot, s))
+    if not examples:
+        d = np.asarray(method, np.float64) - np.asarray(baseline, np.float64)
+        if d.ndim != 1:
+            raise ValueError("paired_bootstrap: with examples=False give one AA per seed")
+        estimate, draws = float(d.mean()), d[pick].mean(axis=1)
+    else:
+        # diffs[k][j]: per-example difference of seed k, task j (values in -1, 0, 1).
+        diffs = []
+        for k, (m_seed, b_seed) in enumerate(zip(method, baseline)):
+            if len(m_seed) != len(b_seed) or not len(m_seed):
+                raise ValueError(f"seed {k}: {len(m_seed)} tasks for the method, {len(b_seed)} for the baseline")
+            row = []
+            for j, (a, b) in enumerate(zip(m_seed, b_seed)):
+                a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+                if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+                    raise ValueError(f"seed {k}, task {j}: per-example correctness of shapes "
+                                     f"{a.shape} and {b.shape}; need equal non-empty 1-d arrays")
+                row.append(a - b)
+            diffs.append(row)
+        estimate = float(np.mean([np.mean([d.mean() for d in row]) for row in diffs]))
+        # per_seed[k, t, b]: seed k's AA difference on an example resample of its own, one
+        # independent resample per slot t of draw b (a seed drawn twice in one draw gets two).
+        per_seed = np.stack([
+            np.mean([d[rng.integers(0, d.size, size=(s, n_boot, d.size))].mean(axis=-1) for d in row], axis=0)
+            for row in diffs])  # (S, s, n_boot)
+        draws = per_seed[pick, np.arange(s)[None, :], np.arange(n_boot)[:, None]].mean(axis=1)
+    lo, hi = np.percentile(draws, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return {"estimate": estimate, "low": float(lo), "high": float(hi), "seeds": s, "level": level}
+
+
+def annotate_evaluation(task, examples: Sequence, result: dict,
+                        collapse_share: float = COLLAPSE_SHARE) -> dict:
+    """``result`` of ``adapter.evaluate`` plus per-example correctness and ``prediction_stats``.
+
+    For a classification task (``task.options``), each recorded prediction list
+    (``predictions`` = the headline protocol's answers, ``option_predictions`` = option
+    scoring's) adds ``correct`` (0/1 per example, the input of the per-example bootstrap) and
+    ``per_class_accuracy``, ``macro_f1``, ``top_prediction``, ``top_share``, ``collapsed``
+    (prefixed ``option_`` for option scoring). Generation tasks are returned unchanged.
+    """
+    if not task.options:
+        return result
+    from asvd_jax.cl._text_metrics import normalize_answer
+
+    labels = [normalize_answer(ex.label) for ex in examples]
+    options = [normalize_answer(o) for o in task.options]
+    out = dict(result)
+    for prefix, key in (("", "predictions"), ("option_", "option_predictions")):
+        pred = result.get(key)
+        if pred is None:
+            continue
+        out[prefix + "correct"] = [int(p == lab) for p, lab in zip(pred, labels)]
+        out.update({prefix + k: v for k, v in prediction_stats(labels, pred, options, collapse_share).items()})
+    return out
+
+
+def collapsed_tasks(row_eval: Sequence[dict], prefix: str = "") -> list[str]:
+    """Names of the tasks of one accuracy-matrix row whose evaluation is flagged collapsed."""
+    return [e["task"] for e in row_eval if e.get(prefix + "collapsed")]

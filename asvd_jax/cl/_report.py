@@ -71,10 +71,15 @@ def summary_markdown(metrics: dict) -> str:
     s = metrics.get("summary") or {}
     if s:
         lines += ["| metric | headline | option scoring |", "|---|---|---|"]
-        for key, label in (("average_accuracy", "average accuracy (%)"), ("bwt", "BWT (pts)"),
+        for key, label in (("average_accuracy", "average accuracy (%)"),
+                           ("plasticity", "plasticity (%, mean of R[j, j])"), ("bwt", "BWT (pts)"),
                            ("fwt", "FWT (pts)"), ("forgetting", "forgetting (pts)")):
             lines.append(f"| {label} | {_pct(s.get(key))} | {_pct(s.get('option_' + key))} |")
         lines.append("")
+        for prefix, what in (("", "headline"), ("option_", "option scoring")):
+            if s.get(prefix + "collapsed_tasks"):
+                lines += [f"**Label collapse** ({what}, final row: one answer > 80% of a task's "
+                          f"predictions): {', '.join(s[prefix + 'collapsed_tasks'])}", ""]
     for key, title in (("accuracy_matrix", "Accuracy matrix (%)"),
                        ("option_accuracy_matrix", "Option-scoring accuracy matrix (%)")):
         rows = metrics.get(key) or []
@@ -99,6 +104,12 @@ def summary_markdown(metrics: dict) -> str:
         lines.append(f"| {row['stage']} | {t.get('micro_steps')} | {t.get('mean_loss', float('nan')):.4f} | "
                      f"{t.get('last_loss', float('nan')):.4f} | {t.get('seconds', 0):.0f} | "
                      f"{'' if leak is None else f'{leak:.2e}'} |")
+    stops = [(row["stage"], row.get("train", {}).get("early_stopping")) for row in metrics["rows"]]
+    if any(es for _, es in stops):
+        lines += ["", "Early stopping (optimizer steps; dev accuracy %): " + "; ".join(
+            f"{name} best {es['best_step']} ({_pct(es['best_dev_accuracy'])})"
+            + (f", stopped at {es['stopped_at']}" if es.get("stopped_at") is not None else ", step cap")
+            for name, es in stops if es)]
     timing = metrics.get("timing") or {}
     if timing:
         lines += ["", "Time (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items())]

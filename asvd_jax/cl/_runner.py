@@ -23,6 +23,7 @@ import datetime
 import gc
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -33,6 +34,7 @@ import asvd_jax as aj
 from asvd_jax.cl import _metrics
 from asvd_jax.cl._checkpoint import Checkpointer, write_json_atomic
 from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
+from asvd_jax.cl._early_stop import dev_accuracy, hold_out, make_stopper
 from asvd_jax.cl._method import TaskContext
 from asvd_jax.cl._progress import Progress, counter
 from asvd_jax.cl._sequence import TaskStream, derive_seed, load_sequence, statistics_items
@@ -178,7 +180,9 @@ class Runner:
         self.progress.log(f"[asvd-jax] run directory {self.run_dir}")
         self.progress.log(f"[asvd-jax] building data ({c.data.suite}, order {c.data.order})")
         self.sequence = load_sequence(c.data, self.progress.bar)
-        self.tasks = self.sequence.tasks
+        # train.stop_holdout: early stopping on held-out training examples, not on dev.
+        self.tasks, self.stop_sets = hold_out(self.sequence.tasks, c.train.stop_holdout if
+                                              c.train.patience > 0 else 0, c.data.seed)
         self._timed("data", time.perf_counter() - t)
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] loading model ({c.model.family}, {c.model.source})")
@@ -188,6 +192,14 @@ class Runner:
         if self.mesh is not None and c.train.batch_size % (self.mesh.size) != 0:
             raise RunError(f"train.batch_size={c.train.batch_size} must be a multiple of the "
                            f"mesh size {self.mesh.size}")
+        from asvd_jax.cl._data_checks import data_warnings
+
+        # Token budgets that silently hurt: max_len truncating most inputs, long labels.
+        self.warnings = data_warnings(self.adapter, self.tasks, c.data.max_len,
+                                      None if c.model.family == "bert" else c.eval.max_new_tokens,
+                                      c.eval.split)
+        for w in self.warnings:  # shown even without progress output
+            print(f"[asvd-jax] warning: {w}", file=sys.stderr, flush=True)
         self.params0 = shard_tree(self.adapter.params, self.mesh)
         include = list(c.method.targets_include) or list(default_targets)
         exclude = list(c.method.targets_exclude) or aj.DEFAULT_EXCLUDE
@@ -235,7 +247,9 @@ class Runner:
         t = time.perf_counter()
         out = []
         for task in self.progress.bar(self.tasks, len(self.tasks), f"evaluate ({label})"):
-            out.append({"task": task.name, **self.adapter.evaluate(params, task, task.split(self.config.eval.split))})
+            examples = task.split(self.config.eval.split)
+            res = _metrics.annotate_evaluation(task, examples, self.adapter.evaluate(params, task, examples))
+            out.append({"task": task.name, **res})
         self._timed("evaluation", time.perf_counter() - t)
         return out
 
@@ -291,6 +305,7 @@ class Runner:
             "tasks": [t.name for t in self.tasks],
             "protocol": self._protocol_label(),
             "rows": [],
+            "warnings": list(self.warnings),
             "status": "running",
         }
 
@@ -404,11 +419,19 @@ class Runner:
                 moments = self.ckpt.restore(moments, {"adam": adam_states(opt_state)})["adam"]
             opt_state = transplant_adam(opt_state, moments)
         start, losses = 0, []
+        # Early stopping (train.patience): dev evaluations of this stage's own task(s).
+        stop = make_stopper(c.train, stream.per_epoch // c.train.grad_accum, stream.optimizer_steps)
+        stage_tasks = self.tasks if c.method.name == "mtl" else [self.tasks[stage]]
         if step_meta is not None:
-            restored = self.ckpt.restore(step_meta["name"], {"trainable": trainable, "frozen": frozen,
-                                                             "opt_state": opt_state})
+            es = step_meta.get("early_stop")
+            templates = {"trainable": trainable, "frozen": frozen, "opt_state": opt_state}
+            if es and es.get("best") is not None:
+                templates["best"] = trainable
+            restored = self.ckpt.restore(step_meta["name"], templates)
             trainable, frozen, opt_state = restored["trainable"], restored["frozen"], restored["opt_state"]
             start, losses = step_meta["micro_step"], list(step_meta["losses"])
+            if stop is not None and es:
+                stop.load_state(es, restored.get("best"))
         step_fn = make_train_step(self.adapter, self.method, opt)
         every = c.checkpoint.every_steps * c.train.grad_accum
         t = time.perf_counter()
@@ -431,10 +454,20 @@ class Runner:
                 losses.append(loss)
                 micro += 1
                 bar.update(1, loss=loss)
+                if (stop is not None and micro % c.train.grad_accum == 0
+                        and stop.due(micro // c.train.grad_accum)):
+                    score = dev_accuracy(self.adapter, self.method, trainable, frozen, stage_tasks,
+                                         self.stop_sets)
+                    if stop.update(micro // c.train.grad_accum, score, trainable):
+                        break
                 if every and micro % every == 0 and micro < stream.micro_steps:
-                    self.ckpt.save(f"step-{stage:04d}-{micro:06d}",
-                                   {"trainable": trainable, "frozen": frozen, "opt_state": opt_state},
-                                   {"kind": "step", "stage": stage, "micro_step": micro, "losses": losses})
+                    groups = {"trainable": trainable, "frozen": frozen, "opt_state": opt_state}
+                    meta = {"kind": "step", "stage": stage, "micro_step": micro, "losses": losses}
+                    if stop is not None:
+                        meta["early_stop"] = stop.state()
+                        if stop.best_trainable is not None:
+                            groups["best"] = stop.best_trainable
+                    self.ckpt.save(f"step-{stage:04d}-{micro:06d}", groups, meta)
                     self.ckpt.prune("step-", keep=max(c.checkpoint.keep_steps, 1))
                 leak_fn = getattr(self.method, "leakage", None)
                 if (leak_fn is not None and c.train.leakage_every
@@ -444,6 +477,8 @@ class Runner:
                                         **leak_fn(trainable, ctx)})
         train_seconds = time.perf_counter() - t
         self._timed("train", train_seconds)
+        if stop is not None:
+            trainable = stop.restore(trainable)  # the best dev evaluation's weights
         new_moments = None if c.train.fresh_optimizer else adam_states(opt_state)
         params, record = self.method.finish_task(trainable, frozen, ctx)
         params = shard_tree(params, self.mesh)
@@ -460,7 +495,8 @@ class Runner:
             "train": {"micro_steps": len(losses), "optimizer_steps": len(losses) // c.train.grad_accum,
                       "mean_loss": float(np.mean(losses)) if losses else float("nan"),
                       "last_loss": losses[-1] if losses else float("nan"),
-                      "losses": losses, "seconds": train_seconds},
+                      "losses": losses, "seconds": train_seconds,
+                      **({"early_stopping": stop.record()} if stop is not None else {})},
             "record": record,
             "eval": ev,
         })
@@ -489,6 +525,8 @@ class Runner:
             else:  # MTL: one joint stage, only the final row exists
                 s = {"average_accuracy": float(np.mean(mat[-1]))}
             summary.update({prefix + k: v for k, v in s.items()})
+            # Label collapse in the final row (one answer > 80% of a task's predictions).
+            summary[prefix + "collapsed_tasks"] = _metrics.collapsed_tasks(rows[-1]["eval"], prefix)
         metrics["summary"] = summary
         g = metrics.get("general_ability")
         if g is not None:

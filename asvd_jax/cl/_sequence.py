@@ -65,6 +65,12 @@ def load_sequence(cfg: DataConfig, progress=None):
         kw = dict(per_class_train=cfg.per_class_train, per_class_dev=cfg.per_class_dev,
                   per_class_test=cfg.per_class_test, seed=cfg.seed)
         seq = data.offline_sequence(cfg.order, data_dir=cfg.data_dir or None, progress=progress, **kw)
+    elif cfg.suite == "offline_disjoint":  # no label word shared between tasks (data/_disjoint.py)
+        from asvd_jax.data._disjoint import disjoint_sequence
+
+        seq = disjoint_sequence(cfg.order, data_dir=cfg.data_dir or None, progress=progress,
+                                per_class_train=cfg.per_class_train, per_class_dev=cfg.per_class_dev,
+                                per_class_test=cfg.per_class_test, seed=cfg.seed)
     elif cfg.suite == "olora":
         if not cfg.root:
             raise ValueError("data.root: the O-LoRA benchmark needs its local folder")

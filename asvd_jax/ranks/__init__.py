@@ -15,6 +15,7 @@ from asvd_jax.ranks._matrix import MatrixSVD, weight_svds
 from asvd_jax.ranks._nnx import collect_statistics_nnx, nnx_capture_fn
 from asvd_jax.ranks._plan import RankEntry, RankPlan, plan_ranks
 from asvd_jax.ranks._policies import (
+    BudgetPolicy,
     EnergyPolicy,
     Override,
     PaperPolicy,
@@ -26,6 +27,7 @@ from asvd_jax.ranks._policies import (
 from asvd_jax.ranks._stats import MatrixStatistics, collect_statistics
 
 __all__ = [
+    "BudgetPolicy",
     "EnergyPolicy",
     "MatrixSVD",
     "MatrixStatistics",

@@ -73,7 +73,7 @@ class RankPlan:
 
     entries: tuple[RankEntry, ...]
     policy: str
-    """Policy name: "paper", "progressive", "uniform" or "energy"."""
+    """Policy name: "paper", "budget", "progressive", "uniform" or "energy"."""
     policy_params: Mapping[str, Any]
     overrides: tuple[Mapping[str, Any], ...] = ()
     nonsquare: str = "truncate"
@@ -92,9 +92,26 @@ class RankPlan:
         head = f"{'path':<{width}}  {'importance':>10}  {'k':>6}  {'protected':>9}  {'energy':>7}"
         lines = [f"rank plan: policy {self.policy} {dict(self.policy_params)}"
                  + (f", overrides {list(self.overrides)}" if self.overrides else "")
-                 + f", nonsquare {self.nonsquare}, {self.tokens} tokens", head, "-" * len(head)]
+                 + f", nonsquare {self.nonsquare}, {self.tokens} tokens; " + self._budget_line(),
+                 head, "-" * len(head)]
         lines += [f"{p:<{width}}  {i:>10.4f}  {k:>6d}  {f:>9.3f}  {en:>7.3f}" for p, i, k, f, en in rows]
         return "\n".join(lines)
+
+    def _budget_line(self) -> str:
+        b = self.budget()
+        req = "" if b["requested"] is None else f" (requested trr {b['requested']:.3f})"
+        return (f"realised mean protected fraction {b['realised']:.3f}{req}; "
+                f"{b['frozen']} of {b['matrices']} matrices fully protected")
+
+    def budget(self) -> dict[str, Any]:
+        """Requested vs realised protection: ``{"requested"}`` (the policy's trr for the paper
+        and budget policies, else None), ``"realised"`` (mean of k / min_dim over every matrix,
+        each stack entry once), ``"frozen"`` (matrices with k = min_dim) and ``"matrices"``.
+        The paper policy's realised mean falls below trr when matrices clamp at 1."""
+        fr = [f for e in self.entries for f in _as_list(e.protected_fraction)]
+        return {"requested": self.policy_params.get("trr") if self.policy in ("paper", "budget") else None,
+                "realised": float(np.mean(fr)) if fr else float("nan"),
+                "frozen": int(sum(f >= 1.0 for f in fr)), "matrices": len(fr)}
 
     def summary(self, group: int = -2) -> dict[str, dict[str, float]]:
         """Protected fraction by layer type: {path component ``group`` (e.g. "q_proj"):

@@ -7,6 +7,13 @@ fine-tuning, 1 a frozen matrix. This is the only direction the word is used in.
 * ``PaperPolicy(mrr, trr)``: importance I = max(mean cos(x, W x), 0) per matrix, normalised
   over all targets to mean 1 (I_n = I / mean I), fraction r = mrr + I_n (trr - mrr), and
   k = floor(r min_dim) clamped to [0, min_dim]. Without clamping mean(r) = trr exactly.
+  Clamping at 1 lowers the realised mean: on SmolLM2 (trr 0.8) it was ~0.4, with 43-48 of
+  210 matrices fully frozen (issue 12); ``RankPlan.budget()`` reports the realised mean.
+* ``BudgetPolicy(mrr, trr, max_fraction)``: the paper's shape with a realised mean equal to
+  the budget: r_i(s) = clip(mrr + s I_n,i (trr - mrr), 0, max_fraction) with the scale s >= 0
+  solved (bisection) so that mean_i r_i(s) = trr; s = 1 when nothing clamps (then it is the
+  paper policy). ``max_fraction < 1`` keeps every matrix partly trainable. k = floor(r
+  min_dim), so the realised mean of k / min_dim is trr minus at most 1 / min_dim.
 * ``ProgressivePolicy(task, num_tasks)``: k = floor((t - 1) / T * min_dim) in every matrix.
 * ``UniformPolicy(fraction)``: k = floor(fraction * min_dim) in every matrix.
 * ``EnergyPolicy(tau)``: the smallest k whose top-k input directions carry a share tau of the
@@ -95,6 +102,59 @@ class PaperPolicy:
                 "normalised (every mean cosine is <= 0). Use another policy or overrides."
             )
         return {p: self.mrr + (v / mean) * (self.trr - self.mrr) for p, v in imp.items()}
+
+    def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
+        return {p: _fraction_to_k(f, stats[p].min_dim) for p, f in self.fractions(stats).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetPolicy:
+    """Importance-shaped ranks whose mean protected fraction is the budget ``trr`` after
+    clamping (the paper policy's mean falls short of trr when matrices clamp at 1)."""
+
+    mrr: float = 0.1
+    """Protected fraction of a matrix of importance 0."""
+    trr: float = 0.8
+    """Budget: the mean protected fraction over all matrices (every stack entry once)."""
+    max_fraction: float = 1.0
+    """Cap on any matrix's protected fraction (< 1: no matrix is frozen)."""
+    nonsquare: str = "truncate"
+    """As ``PaperPolicy.nonsquare``."""
+    clip_negative: bool = True
+    """As ``PaperPolicy.clip_negative``."""
+    name: str = dataclasses.field(default="budget", init=False)
+
+    def __post_init__(self):
+        for field in ("mrr", "trr", "max_fraction"):
+            _set_fraction(self, field)
+        if not self.mrr <= self.trr <= self.max_fraction:
+            raise ValueError(f"BudgetPolicy: need mrr <= trr <= max_fraction, got {self.mrr}, "
+                             f"{self.trr}, {self.max_fraction}")
+        if self.nonsquare not in ("truncate", "polar"):
+            raise ValueError(f"BudgetPolicy.nonsquare must be 'truncate' or 'polar', got {self.nonsquare!r}")
+
+    def fractions(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
+        """Clamped fractions r_i(s) with mean exactly trr (up to 1e-12)."""
+        paper = PaperPolicy(self.mrr, self.trr, self.nonsquare, self.clip_negative).fractions(stats)
+        slope = {p: v - self.mrr for p, v in paper.items()}  # I_n (trr - mrr) >= 0
+        flat = np.concatenate([v.ravel() for v in slope.values()])
+
+        def mean_at(scale: float) -> float:
+            return float(np.clip(self.mrr + scale * flat, 0.0, self.max_fraction).mean())
+
+        # The scale's limit: every matrix with importance > 0 at the cap, the rest at mrr.
+        reachable = float(np.where(flat > 0, self.max_fraction, self.mrr).mean())
+        if reachable < self.trr - 1e-12:
+            raise ValueError(f"BudgetPolicy: trr {self.trr} is out of reach: with every important "
+                             f"matrix at max_fraction {self.max_fraction} the mean is {reachable:.4f}")
+        target = self.trr - 1e-12  # reachable may equal trr up to rounding
+        lo, hi = 0.0, 1.0
+        while mean_at(hi) < target:
+            hi *= 2.0
+        for _ in range(200):  # bisection: mean_at is continuous and non-decreasing in the scale
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if mean_at(mid) < target else (lo, mid)
+        return {p: np.clip(self.mrr + hi * v, 0.0, self.max_fraction) for p, v in slope.items()}
 
     def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
         return {p: _fraction_to_k(f, stats[p].min_dim) for p, f in self.fractions(stats).items()}

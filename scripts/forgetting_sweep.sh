@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Dev-split sweep on the disjoint-label sequence (issue 12): first show that SeqFT forgets there
+# (BWT clearly negative), then compare this method's settings against it. Scored on the dev
+# split only (eval.split=dev; the test split is read once, at the end, with the chosen preset).
+#   bash scripts/forgetting_sweep.sh [OUT_DIR [RUN ...]]      (default runs/forgetting_dev, all)
+#   SEEDS=0,1,2 bash scripts/forgetting_sweep.sh ...           (default SEEDS=0)
+# RUN is one of the names below. Each run is a multi-seed parent (OUT/RUN/seed<k>/): finished
+# seeds are skipped and a started one resumed, so the script can be re-run after a kill. The
+# last command prints the per-run table and the table over seeds (mean +- std, gaps and
+# intervals against SeqFT of the same model).
+set -euo pipefail
+OUT=${1:-runs/forgetting_dev}
+shift || true
+CLI=${ASVD_JAX_CLI:-asvd-jax}
+SEEDS=${SEEDS:-0}
+source "$(dirname "$0")/_run_or_resume.sh"
+MINILM=experiments/forgetting_minilm.yaml
+SMOL=experiments/forgetting_smollm2.yaml
+
+# name -> "CONFIG overrides..." on the presets (lr 5e-5 MiniLM / 3e-5 SmolLM2, early stopping,
+# the paper's rank policy). Order: SeqFT first (the forgetting regime must exist), then asvd.
+NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-asvd-budget
+       minilm-asvd-budget-cap0.9 minilm-asvd-progressive
+       smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
+declare -A SETS=(
+  [minilm-seqft]="$MINILM method.name=seqft"
+  [minilm-asvd]="$MINILM method.name=asvd"
+  [minilm-seqft-lr1e-4]="$MINILM method.name=seqft train.lr=1e-4"
+  [minilm-asvd-lr1e-4]="$MINILM method.name=asvd train.lr=1e-4"
+  [minilm-asvd-budget]="$MINILM method.name=asvd method.rank_policy=budget"
+  [minilm-asvd-budget-cap0.9]="$MINILM method.name=asvd method.rank_policy=budget method.max_fraction=0.9"
+  [minilm-asvd-progressive]="$MINILM method.name=asvd method.rank_policy=progressive"
+  [smollm2-seqft]="$SMOL method.name=seqft"
+  [smollm2-asvd]="$SMOL method.name=asvd"
+  [smollm2-seqft-lr1e-4]="$SMOL method.name=seqft train.lr=1e-4"
+  [smollm2-asvd-budget]="$SMOL method.name=asvd method.rank_policy=budget"
+)
+
+RUNS=("$@")
+[ ${#RUNS[@]} -eq 0 ] && RUNS=("${NAMES[@]}")
+for name in "${RUNS[@]}"; do
+  if [ -z "${SETS[$name]+x}" ]; then
+    echo "forgetting_sweep.sh: unknown run '$name' (one of: ${NAMES[*]})" >&2
+    exit 2
+  fi
+done
+
+for name in "${RUNS[@]}"; do
+  read -r config kvs <<< "${SETS[$name]}"
+  # Stop on 30 held-out training examples per task, not on dev: the runs are scored on dev,
+  # and stopping there would pick each task's checkpoint on the examples R[j, j] reports.
+  sets=(--set eval.split=dev --set train.stop_holdout=30 --set "run.seeds=[$SEEDS]")
+  for kv in $kvs; do sets+=(--set "$kv"); done
+  run_or_resume "$OUT/$name" "$config" "${sets[@]}"
+done
+done_dirs=()
+for name in "${NAMES[@]}"; do
+  compgen -G "$OUT/$name/seed*/metrics.json" > /dev/null && done_dirs+=("$OUT/$name")
+done
+[ ${#done_dirs[@]} -gt 0 ] && $CLI report "${done_dirs[@]}"
