@@ -36,8 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     _common(p, config=False)
     p.add_argument("--out-dir", default=os.path.join("runs", "demo"))
     p.add_argument("--methods", default="asvd,seqft", help="comma-separated method names")
-    p = sub.add_parser("report", help="rebuild the heatmap and summary of run directories")
+    p = sub.add_parser("report", help="summary of one run, or a comparison table of several "
+                       "(finished or not); reads only, unless --write")
     p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--write", action="store_true",
+                   help="also (re)write summary.md and the heatmaps inside each run directory")
+    p.add_argument("--format", choices=("markdown", "csv"), default="markdown",
+                   help="format of the comparison table (default markdown)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="save the comparison table to FILE (.csv: CSV) instead of printing it")
     p = sub.add_parser("data", help="print the task sequence's sizes and class counts")
     _common(p)
     p = sub.add_parser("config", help="print the resolved config")
@@ -46,22 +53,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def comparison_table(metrics_list: list[dict]) -> str:
-    """Markdown table of several runs' headline and option-scoring metrics."""
-    def pct(x):
-        return "n/a" if x is None or x != x else f"{100 * x:.1f}"
+    """Markdown table of several runs' headline and option-scoring metrics (partial runs marked)."""
+    from asvd_jax.cl._compare import comparison_rows, markdown_table
 
-    lines = ["| run | method | AA | BWT | FWT | forgetting | AA (options) | BWT (options) | LM loss delta | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for m in metrics_list:
-        s = m.get("summary") or {}
-        g = m.get("general_ability") or {}
-        delta = g.get("lm_loss_delta")
-        minutes = (m.get("timing") or {}).get("total", float("nan")) / 60
-        lines.append(f"| {m.get('name')} | {m.get('method')} | {pct(s.get('average_accuracy'))} | "
-                     f"{pct(s.get('bwt'))} | {pct(s.get('fwt'))} | {pct(s.get('forgetting'))} | "
-                     f"{pct(s.get('option_average_accuracy'))} | {pct(s.get('option_bwt'))} | "
-                     f"{'n/a' if delta is None else f'{delta:+.3f}'} | {minutes:.1f} |")
-    return "\n".join(lines)
+    return markdown_table(comparison_rows(metrics_list))
 
 
 def _run(args) -> int:
@@ -97,16 +92,22 @@ def _demo(args) -> int:
 
 def _report(args) -> int:
     from asvd_jax.cl._report import load_metrics, summary_markdown, write_report
+    from asvd_jax.cl._report_cli import comparison_output, write_text_atomic
 
-    all_metrics = []
-    for d in args.run_dirs:
-        m = load_metrics(d)
-        write_report(d, m)
-        all_metrics.append(m)
-        if len(args.run_dirs) == 1:
-            print(summary_markdown(m))
-    if len(all_metrics) > 1:
-        print(comparison_table(all_metrics))
+    all_metrics = [load_metrics(d) for d in args.run_dirs]  # every directory read before any output
+    if args.write:
+        for d, m in zip(args.run_dirs, all_metrics):
+            write_report(d, m)
+    fmt = "csv" if args.out and args.out.lower().endswith(".csv") else args.format
+    if len(all_metrics) == 1 and not args.out and fmt == "markdown":
+        print(summary_markdown(all_metrics[0]))
+        return 0
+    text = comparison_output(args.run_dirs, all_metrics, fmt)
+    if args.out:
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text, end="")
     return 0
 
 

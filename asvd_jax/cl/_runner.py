@@ -35,6 +35,7 @@ from asvd_jax.cl._checkpoint import Checkpointer, write_json_atomic
 from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
 from asvd_jax.cl._method import TaskContext
 from asvd_jax.cl._progress import Progress, counter
+from asvd_jax.cl._status import recording_end
 from asvd_jax.cl._sequence import TaskStream, derive_seed, load_sequence, statistics_items
 from asvd_jax.cl._train import (
     adam_states,
@@ -346,35 +347,39 @@ class Runner:
             elif key in self.initial:
                 metrics[key] = {"lm_loss_before": self.initial[key]["lm_loss_before"]} \
                     if key == "general_ability" else self.initial[key]
-        if c.eval.zero_shot and "zero_shot" not in metrics:
-            ev = self.evaluate_all(params, "zero-shot")
-            metrics["zero_shot"] = {"accuracy": [e["accuracy"] for e in ev],
-                                    "option_accuracy": [e.get("option_accuracy") for e in ev],
-                                    "eval": ev}
-        if "general_ability" not in metrics:
-            before = self.general_lm_loss(params)
-            if before is not None:
-                metrics["general_ability"] = {"lm_loss_before": before}
-        self.write_metrics(metrics)
-
-        for stage in range(start_stage, len(self.stages)):
-            params, moments = self._run_stage(stage, params, metrics, step_meta, moments)
-            step_meta = None
-            release_freed_memory()
-            if c.run.stop_after_task == stage and stage < len(self.stages) - 1:
-                metrics["status"] = f"stopped after stage {stage} (run.stop_after_task)"
-                self.write_metrics(metrics)
-                self.params = params
-                return metrics
-
-        self._finish(params, metrics)
-        metrics["status"] = "complete"
-        self.write_metrics(metrics)
-        from asvd_jax.cl._report import write_report
-
-        write_report(self.run_dir, metrics)
+        with recording_end(metrics, self._write_ended):  # interrupted / failed runs say so
+            if c.eval.zero_shot and "zero_shot" not in metrics:
+                ev = self.evaluate_all(params, "zero-shot")
+                metrics["zero_shot"] = {"accuracy": [e["accuracy"] for e in ev],
+                                        "option_accuracy": [e.get("option_accuracy") for e in ev],
+                                        "eval": ev}
+            if "general_ability" not in metrics:
+                before = self.general_lm_loss(params)
+                if before is not None:
+                    metrics["general_ability"] = {"lm_loss_before": before}
+            self.write_metrics(metrics)
+            for stage in range(start_stage, len(self.stages)):
+                params, moments = self._run_stage(stage, params, metrics, step_meta, moments)
+                step_meta = None
+                release_freed_memory()
+                if c.run.stop_after_task == stage and stage < len(self.stages) - 1:
+                    metrics["status"] = "stopped_after_task"
+                    metrics["status_detail"] = f"stopped after stage {stage} (run.stop_after_task)"
+                    self._write_ended(metrics)
+                    self.params = params
+                    return metrics
+            self._finish(params, metrics)
+            metrics["status"] = "complete"
+            metrics.pop("status_detail", None)  # a resumed run's earlier stop
+            self._write_ended(metrics)
         self.params = params
         return metrics
+
+    def _write_ended(self, metrics: dict) -> None:
+        from asvd_jax.cl._report import write_report
+
+        self.write_metrics(metrics)
+        write_report(self.run_dir, metrics)
 
     def _run_stage(self, stage: int, params, metrics: dict, step_meta: dict | None, moments):
         from asvd_jax.cl._mesh import shard_tree
@@ -420,8 +425,8 @@ class Runner:
                 loss = float(loss)
                 if not math.isfinite(loss) or not math.isfinite(float(pen)):
                     latest = self.ckpt.latest()
-                    metrics["status"] = f"failed: non-finite loss at stage {stage} micro-batch {micro}"
-                    self.write_metrics(metrics)
+                    metrics["status"] = "failed"
+                    metrics["status_detail"] = f"non-finite loss at stage {stage} micro-batch {micro}"
                     raise RunError(
                         f"stage {stage} ({name}), micro-batch {micro}: loss is {loss} (penalty "
                         f"{float(pen)}); the run stopped. Last good checkpoint: "
