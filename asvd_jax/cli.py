@@ -2,8 +2,8 @@
 
     asvd-jax run CONFIG.yaml [--set train.lr=3e-5 ...] [--run-dir DIR] [--resume]
     asvd-jax demo [--set ...] [--out-dir runs/demo] [--methods asvd,seqft]
-    asvd-jax report RUN_DIR [RUN_DIR ...]
-    asvd-jax data [CONFIG.yaml] [--set data.order=2 ...]
+    asvd-jax report RUN_DIR [RUN_DIR ...] [--write] [--format csv] [--out TABLE.md|.csv]
+    asvd-jax data [CONFIG.yaml] [--custom SEQUENCE.yaml] [--set data.order=2 ...]
     asvd-jax config [CONFIG.yaml] [--set ...]        (print the resolved config)
 
 Bad input (a misspelt key, a missing file) prints one ``error:`` line and exits with 2.
@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="save the comparison table to FILE (.csv: CSV) instead of printing it")
     p = sub.add_parser("data", help="print the task sequence's sizes and class counts")
     _common(p)
+    p.add_argument("--custom", metavar="YAML", default=None,
+                   help="a custom sequence YAML (= --set data.suite=custom --set data.path=YAML)")
     p = sub.add_parser("config", help="print the resolved config")
     _common(p)
     return parser
@@ -116,7 +118,8 @@ def _data(args) -> int:
     from asvd_jax.cl._sequence import load_sequence
     from asvd_jax.data.__main__ import describe
 
-    config = load_config(args.config, args.overrides)
+    extra = ["data.suite=custom", f"data.path={args.custom}"] if args.custom else []
+    config = load_config(args.config, [*extra, *args.overrides])
     print(describe(load_sequence(config.data)))
     return 0
 
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         # Bad input and stopped runs end with one readable line, not a traceback.
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, always
         return 2
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)

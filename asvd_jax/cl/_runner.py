@@ -36,7 +36,7 @@ from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
 from asvd_jax.cl._method import TaskContext
 from asvd_jax.cl._progress import Progress, counter
 from asvd_jax.cl._status import recording_end
-from asvd_jax.cl._sequence import TaskStream, derive_seed, load_sequence, statistics_items
+from asvd_jax.cl._sequence import TaskStream, check_eval_split, derive_seed, load_sequence, statistics_items
 from asvd_jax.cl._train import (
     adam_states,
     inner_optimizer,
@@ -180,6 +180,7 @@ class Runner:
         self.progress.log(f"[asvd-jax] building data ({c.data.suite}, order {c.data.order})")
         self.sequence = load_sequence(c.data, self.progress.bar)
         self.tasks = self.sequence.tasks
+        check_eval_split(self.sequence, c.eval.split)  # before minutes of model loading
         self._timed("data", time.perf_counter() - t)
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] loading model ({c.model.family}, {c.model.source})")
