@@ -311,9 +311,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:
     """Check enumerated fields and ranges; ConfigError naming the key."""
+    from asvd_jax.cl._families import family_names, registered_family
+
+    custom_family = registered_family(config.model.family) is not None
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
+        if key == "model.family":
+            allowed = family_names()  # built-in plus registered (asvd_jax.cl.register_family)
+        elif key == "model.source" and custom_family:
+            continue  # a registered family's own loader reads the model section
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {allowed}" + _suggest(str(value), allowed))
     positive = ("train.batch_size", "train.grad_accum", "train.epochs", "eval.batch_size",

@@ -114,8 +114,11 @@ class Runner:
     """State of one run; ``run()`` below is the entry point."""
 
     def __init__(self, config: ExperimentConfig, run_dir: str | None = None, resume: bool = False,
-                 initial: dict | None = None):
+                 initial: dict | None = None, *, model: Any = None, tokenizer: Any = None,
+                 sequence: Any = None, method: Any = None):
         self.config = validate(config)
+        # Objects from research code that replace what the config would build (see run()).
+        self._given = {"model": model, "tokenizer": tokenizer, "sequence": sequence, "method": method}
         # Evaluations of the initial model from another run with the same model, data and eval
         # settings (the demo's second method): {"zero_shot": ..., "general_ability": ...}.
         self.initial = initial or {}
@@ -164,7 +167,7 @@ class Runner:
 
     def setup(self) -> None:
         from asvd_jax.cl._mesh import make_mesh, shard_tree
-        from asvd_jax.cl._models import load_model
+        from asvd_jax.cl._families import build_adapter
 
         c = self.config
         if c.mesh.distributed:
@@ -178,14 +181,13 @@ class Runner:
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] run directory {self.run_dir}")
         self.progress.log(f"[asvd-jax] building data ({c.data.suite}, order {c.data.order})")
-        self.sequence = load_sequence(c.data, self.progress.bar)
+        self.sequence = load_sequence(c.data, self.progress.bar, sequence=self._given["sequence"])
         self.tasks = self.sequence.tasks
         check_eval_split(self.sequence, c.eval.split)  # before minutes of model loading
         self._timed("data", time.perf_counter() - t)
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] loading model ({c.model.family}, {c.model.source})")
-        model, tokenizer, default_targets = load_model(c.model)
-        self.adapter = make_adapter(c, model, tokenizer)
+        self.adapter, default_targets = build_adapter(c, self._given["model"], self._given["tokenizer"])
         self.mesh = make_mesh(c.mesh)
         if self.mesh is not None and c.train.batch_size % (self.mesh.size) != 0:
             raise RunError(f"train.batch_size={c.train.batch_size} must be a multiple of the "
@@ -205,6 +207,9 @@ class Runner:
 
     def _build_method(self):
         from asvd_jax.cl._methods import build_method
+
+        if self._given["method"] is not None:
+            return self._given["method"]
 
         def inner(ctx: TaskContext):
             stream = TaskStream(self.stages[ctx.index][1], self.config.train, ctx.index)
@@ -287,8 +292,9 @@ class Runner:
         c = self.config
         return {
             "name": os.path.basename(self.run_dir),
-            "method": c.method.name,
-            "model": f"{c.model.family}:{c.model.source}",
+            "method": getattr(self._given["method"], "name", None) or c.method.name,
+            "model": f"{c.model.family}:{c.model.source}" if self._given["model"] is None
+            else f"{c.model.family}:{type(self._given['model']).__name__} (passed to run)",
             "sequence": self.sequence.name,
             "tasks": [t.name for t in self.tasks],
             "protocol": self._protocol_label(),
@@ -298,6 +304,8 @@ class Runner:
 
     def _protocol_label(self) -> str:
         c = self.config
+        if getattr(self.adapter, "protocol_label", None):  # a registered family's adapter
+            return self.adapter.protocol_label
         if c.model.family == "bert" or c.eval.protocol not in ("auto", "generate", "both"):
             return "options (restricted scoring)"
         from asvd_jax.cl._text_metrics import generation_metric
@@ -507,12 +515,26 @@ class Runner:
 
 
 def run(config: ExperimentConfig, *, run_dir: str | None = None, resume: bool = False,
-        initial: dict | None = None) -> dict:
+        initial: dict | None = None, model: Any = None, tokenizer: Any = None,
+        sequence: Any = None, method: Any = None) -> dict:
     """Run ``config`` end to end (or continue it with ``resume=True``); returns metrics.
 
     ``initial``: zero-shot / LM-loss results of the same initial model from another run with
     the same model, data and eval settings, reused instead of evaluated again.
+
+    Research code can hand in its own objects instead of what the config builds:
+
+    * ``model``, ``tokenizer``: an nnx model of family ``config.model.family`` (a built-in
+      one, or one added with ``register_family``) and its tokenizer; ``config.model`` is then
+      not loaded.
+    * ``sequence``: an ``asvd_jax.data.TaskSequence`` (``data.tasks`` and the size caps of
+      ``config.data`` still apply; ``data.suite`` and ``data.path`` are not read).
+    * ``method``: an object with the ``asvd_jax.cl.Method`` protocol (it builds its own
+      optimizer; ``config.method`` is not read, ``config.train`` still sets the batches).
+
+    A resumed run must be given the same objects again.
     """
-    metrics = Runner(config, run_dir=run_dir, resume=resume, initial=initial).run()
+    metrics = Runner(config, run_dir=run_dir, resume=resume, initial=initial, model=model,
+                     tokenizer=tokenizer, sequence=sequence, method=method).run()
     release_freed_memory()  # the model and states of this run, before another in this process
     return metrics

@@ -76,10 +76,12 @@ def check_eval_split(sequence, split: str) -> None:
             f"path); give them, or evaluate on eval.split={other}")
 
 
-def load_sequence(cfg: DataConfig, progress=None):
+def load_sequence(cfg: DataConfig, progress=None, sequence=None):
     """The ``TaskSequence`` of ``cfg`` with the task filter and size caps applied.
 
     ``progress(iterable, total, desc)``: a progress bar for the loaders (default none).
+    ``sequence``: a ready ``TaskSequence`` used instead of the one ``cfg`` names (filter and
+    caps still apply).
     """
     import dataclasses
 
@@ -87,7 +89,9 @@ def load_sequence(cfg: DataConfig, progress=None):
     from asvd_jax.data._tasks import no_progress
 
     progress = progress or no_progress
-    if cfg.suite == "offline":
+    if sequence is not None:
+        seq = sequence
+    elif cfg.suite == "offline":
         kw = dict(per_class_train=cfg.per_class_train, per_class_dev=cfg.per_class_dev,
                   per_class_test=cfg.per_class_test, seed=cfg.seed)
         seq = data.offline_sequence(cfg.order, data_dir=cfg.data_dir or None, progress=progress, **kw)
