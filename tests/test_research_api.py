@@ -107,3 +107,37 @@ def test_register_family_rules(tmp_path):
     with pytest.raises(ValueError, match="no loader"):
         run(load_config(None, ["model.family=toyfam", "data.suite=fixture", "run.progress=false"]),
             run_dir=str(tmp_path / "t"))
+
+
+# ---------------------------------------------------------------- Flax NNX without as_pure
+
+def test_nnx_example_swaps_bases_between_tasks():
+    report = _load_example("nnx_example").main(steps=40)
+    assert report["leakage"][0] == {}
+    for leak in report["leakage"][1:]:
+        assert set(leak) == {"up/kernel", "down/kernel"} and max(leak.values()) < 1e-4
+
+
+def test_nnx_optimizer_takes_state_bases_and_points_to_the_swap():
+    import jax
+    from flax import nnx
+
+    import asvd_jax as aj
+    from asvd_jax.ranks import set_optimizer_bases
+
+    nnx_example = _load_example("nnx_example")
+    model = nnx_example.MLP(nnx.Rngs(1))
+    params = nnx.state(model, nnx.Param)
+    targets = aj.select_targets(params)
+    bases = aj.compute_bases(params, {"up/kernel": 24, "down/kernel": 24}, targets)  # Param-wrapped
+    optimizer = nnx.Optimizer(model, aj.with_projection(optax.adam(1e-2), bases), wrt=nnx.Param)
+    start = jax.tree.map(jnp.copy, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    for step in range(5):  # several jitted steps: the state survives nnx's own updates
+        nnx_example.train_step(model, optimizer, *nnx_example.batch(0, step))
+    delta = jax.tree.map(lambda a, b: a - b, nnx.to_pure_dict(nnx.state(model, nnx.Param)), start)
+    assert max(float(v) for v in aj.protected_leakage(delta, bases).values()) < 1e-4
+    for wrong in (optimizer, optimizer.opt_state):
+        with pytest.raises(TypeError, match=r"asvd_jax\.ranks\.set_optimizer_bases\(optimizer, bases\)"):
+            aj.set_bases(wrong, bases)
+    with pytest.raises(TypeError, match="expected an nnx.Optimizer"):
+        set_optimizer_bases(optimizer.opt_state, bases)
