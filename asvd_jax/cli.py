@@ -4,7 +4,7 @@
     asvd-jax demo [--set ...] [--out-dir runs/demo] [--methods asvd,seqft]
     asvd-jax report RUN_DIR [RUN_DIR ...] [--write] [--format csv] [--out TABLE.md|.csv]
     asvd-jax data [CONFIG.yaml] [--custom SEQUENCE.yaml] [--set data.order=2 ...]
-    asvd-jax config [CONFIG.yaml] [--set ...]        (print the resolved config)
+    asvd-jax config [CONFIG.yaml] [--set ...]        (the resolved config, every field documented)
 
 Bad input (a misspelt key, a missing file) prints one ``error:`` line and exits with 2.
 """
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--custom", metavar="YAML", default=None,
                    help="a custom sequence YAML (= --set data.suite=custom --set data.path=YAML)")
-    p = sub.add_parser("config", help="print the resolved config")
+    p = sub.add_parser("config", help="print the resolved config, each field with its documentation")
     _common(p)
     return parser
 
@@ -126,9 +126,9 @@ def _data(args) -> int:
 
 def _config(args) -> int:
     from asvd_jax.cl import load_config
-    from asvd_jax.cl._config import to_yaml
+    from asvd_jax.cl._config_doc import documented_yaml
 
-    print(to_yaml(load_config(args.config, args.overrides)), end="")
+    print(documented_yaml(load_config(args.config, args.overrides)), end="")
     return 0
 
 
