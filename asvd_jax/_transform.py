@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from asvd_jax._bases import SubspaceBasis, align, is_basis_or_none
+from asvd_jax._bases import SubspaceBasis, align, is_basis_or_none, leaf_array
 from asvd_jax._paths import flatten_with_paths
 from asvd_jax._projection import MODES, project_tree
 from asvd_jax._targets import is_floating
@@ -91,6 +91,7 @@ def pure_bases(bases: Any) -> Any:
 def _validate(bases: Any, params: Any, what: str) -> None:
     """Structure, shape and dtype of params (arrays or ShapeDtypeStructs) against the bases."""
     for path, basis, leaf in align(bases, params, what)[0]:
+        leaf = leaf_array(leaf)
         if basis is None:
             continue
         if not isinstance(basis, SubspaceBasis):

@@ -141,3 +141,24 @@ def test_nnx_optimizer_takes_state_bases_and_points_to_the_swap():
             aj.set_bases(wrong, bases)
     with pytest.raises(TypeError, match="expected an nnx.Optimizer"):
         set_optimizer_bases(optimizer.opt_state, bases)
+
+
+def test_projection_keeps_variable_wrapped_updates_wrapped():
+    """Bases are stored without Variables; an nnx.State of Params still projects to Params."""
+    import jax
+    import numpy as np
+    from flax import nnx
+    from tolerances import assert_close
+
+    import asvd_jax as aj
+    from asvd_jax._projection import project_tree
+
+    model = _load_example("nnx_example").MLP(nnx.Rngs(2))
+    params = nnx.state(model, nnx.Param)
+    bases = aj.compute_bases(params, {"up/kernel": 8, "down/kernel": 8}, aj.select_targets(params))
+    pure = aj.pure_bases(bases)
+    out = project_tree(params, pure)
+    assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(params)
+    ref = project_tree(nnx.to_pure_dict(params), pure)
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+        assert_close(np.asarray(a), np.asarray(b), "float32")
