@@ -14,6 +14,7 @@ from asvd_jax._targets import DEFAULT_EXCLUDE, MatrixSpec, list_targets, select_
 from asvd_jax._transform import (
     ProjectOutProtectedState,
     project_out_protected,
+    pure_bases,
     set_bases,
     with_projection,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "protected_leakage",
     "randomized_svd",
     "select_targets",
+    "pure_bases",
     "set_bases",
     "with_projection",
 ]

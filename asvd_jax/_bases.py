@@ -58,6 +58,13 @@ def is_basis_or_none(x: Any) -> bool:
     return x is None or isinstance(x, SubspaceBasis)
 
 
+def leaf_array(sub: Any) -> Any:
+    """The array at a target: ``sub`` itself, or the single array inside a wrapper node (an
+    ``nnx.Param`` in an ``nnx.State`` matched against bases without Variables)."""
+    leaves = jax.tree.leaves(sub)
+    return leaves[0] if len(leaves) == 1 and leaves[0] is not sub else sub
+
+
 def align(bases: Any, tree: Any, what: str) -> tuple[list[tuple[str, Any, Any]], Any]:
     """``[(path, basis or None, subtree of tree)]`` and the treedef to rebuild ``tree`` with.
 

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from asvd_jax._bases import align
+from asvd_jax._bases import align, leaf_array
 from asvd_jax._projection import MODES, project
 
 
@@ -28,6 +28,7 @@ def protected_leakage(delta: Any, bases: Any, mode: str = "strict") -> dict[str,
     items, _ = align(bases, delta, "delta")
     out = {}
     for path, basis, d in items:
+        d = leaf_array(d)
         if basis is None or not hasattr(d, "shape"):
             continue
         d32 = d.astype(jnp.float32)

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from asvd_jax._bases import SubspaceBasis, align
+from asvd_jax._bases import SubspaceBasis, align, leaf_array
 
 MODES = ("strict", "paper", "input", "output")
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -153,9 +153,9 @@ def project_tree(updates: Any, bases: Any, mode: str = "strict") -> Any:
     for path, basis, upd in items:
         if basis is None or (not hasattr(upd, "shape") and not jax.tree.leaves(upd)):
             out.append(upd)
-        elif not hasattr(upd, "shape"):
+        elif not hasattr(leaf_array(upd), "shape"):
             raise ValueError(f"{path}: expected an array update at a target, got "
                              f"{type(upd).__name__}")
-        else:
-            out.append(project(upd, basis, mode, path))
+        else:  # an array, or one inside a Variable node (kept around the result)
+            out.append(jax.tree.map(lambda u: project(u, basis, mode, path), upd))
     return treedef.unflatten(out)

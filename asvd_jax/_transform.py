@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import optax
 
-from asvd_jax._bases import SubspaceBasis, align, is_basis_or_none
+from asvd_jax._bases import SubspaceBasis, align, is_basis_or_none, leaf_array
 from asvd_jax._paths import flatten_with_paths
 from asvd_jax._projection import MODES, project_tree
 from asvd_jax._targets import is_floating
@@ -54,6 +54,7 @@ def project_out_protected(bases: Any = None, mode: str = "strict") -> optax.Grad
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    bases = pure_bases(bases)
 
     def init_fn(params):
         if bases is None:
@@ -68,9 +69,29 @@ def project_out_protected(bases: Any = None, mode: str = "strict") -> optax.Grad
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _is_variable(x: Any) -> bool:
+    # flax.nnx Variables (Param, OptArray, ...), recognised without importing flax.
+    return hasattr(x, "get_value") and hasattr(x, "get_metadata")
+
+
+def pure_bases(bases: Any) -> Any:
+    """``bases`` with every Variable wrapper (``nnx.Param``) replaced by its value.
+
+    ``compute_bases(nnx.state(model, nnx.Param), ...)`` returns an ``nnx.State`` whose leaves are
+    Params holding ``SubspaceBasis`` objects. ``nnx.Optimizer`` rewrites pytree nodes stored
+    inside Variables, which would take the bases apart; without the wrappers the bases live
+    in the optimizer state like arrays (what ``nnx.as_pure(bases)`` does, done here for you).
+    """
+    if bases is None or not any(map(_is_variable, jax.tree.leaves(bases, is_leaf=_is_variable))):
+        return bases  # nothing wrapped: the very same tree
+    return jax.tree.map(lambda x: x.get_value() if _is_variable(x) else x, bases,
+                        is_leaf=lambda x: is_basis_or_none(x) or _is_variable(x))
+
+
 def _validate(bases: Any, params: Any, what: str) -> None:
     """Structure, shape and dtype of params (arrays or ShapeDtypeStructs) against the bases."""
     for path, basis, leaf in align(bases, params, what)[0]:
+        leaf = leaf_array(leaf)
         if basis is None:
             continue
         if not isinstance(basis, SubspaceBasis):
@@ -106,12 +127,19 @@ def set_bases(opt_state: Any, bases: Any) -> Any:
     partition). The new bases must have the structure of the old ones (a bases leaf, SubspaceBasis
     or None, at the same paths). ValueError if the state holds no ``ProjectOutProtectedState``.
     """
+    if hasattr(opt_state, "opt_state") and hasattr(opt_state, "tx"):
+        raise TypeError("set_bases got an nnx.Optimizer; swap its bases in place with "
+                        "asvd_jax.ranks.set_optimizer_bases(optimizer, bases)")
+    bases = pure_bases(bases)
     new_leaves, new_def = flatten_with_paths(bases, is_leaf=is_basis_or_none)
     found = []
 
     def swap(node):
         if not isinstance(node, ProjectOutProtectedState):
             return node
+        if any(_is_variable(x) for x in jax.tree.leaves(node.bases, is_leaf=_is_variable)):
+            raise TypeError("opt_state holds flax nnx Variables (an nnx.Optimizer's opt_state); "
+                            "swap its bases with asvd_jax.ranks.set_optimizer_bases(optimizer, bases)")
         old_leaves, old_def = flatten_with_paths(node.bases, is_leaf=is_basis_or_none)
         if old_def != new_def:
             diff = next((f"{a!r} vs {b!r}" for (a, _), (b, _) in zip(old_leaves, new_leaves)

@@ -2,9 +2,9 @@
 
     asvd-jax run CONFIG.yaml [--set train.lr=3e-5 ...] [--run-dir DIR] [--resume] [--seeds 0,1,2]
     asvd-jax demo [--set ...] [--out-dir runs/demo] [--methods asvd,seqft]
-    asvd-jax report RUN_DIR [RUN_DIR ...]
-    asvd-jax data [CONFIG.yaml] [--set data.order=2 ...]
-    asvd-jax config [CONFIG.yaml] [--set ...]        (print the resolved config)
+    asvd-jax report RUN_DIR [RUN_DIR ...] [--write] [--format csv] [--out TABLE.md|.csv]
+    asvd-jax data [CONFIG.yaml] [--custom SEQUENCE.yaml] [--set data.order=2 ...]
+    asvd-jax config [CONFIG.yaml] [--set ...]        (the resolved config, every field documented)
 
 Bad input (a misspelt key, a missing file) prints one ``error:`` line and exits with 2.
 """
@@ -38,32 +38,29 @@ def _parser() -> argparse.ArgumentParser:
     _common(p, config=False)
     p.add_argument("--out-dir", default=os.path.join("runs", "demo"))
     p.add_argument("--methods", default="asvd,seqft", help="comma-separated method names")
-    p = sub.add_parser("report", help="rebuild the heatmap and summary of run directories")
+    p = sub.add_parser("report", help="summary of one run, or a comparison table of several "
+                       "(finished or not); reads only, unless --write")
     p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--write", action="store_true",
+                   help="also (re)write summary.md and the heatmaps inside each run directory")
+    p.add_argument("--format", choices=("markdown", "csv"), default="markdown",
+                   help="format of the comparison table (default markdown)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="save the comparison table to FILE (.csv: CSV) instead of printing it")
     p = sub.add_parser("data", help="print the task sequence's sizes and class counts")
     _common(p)
-    p = sub.add_parser("config", help="print the resolved config")
+    p.add_argument("--custom", metavar="YAML", default=None,
+                   help="a custom sequence YAML (= --set data.suite=custom --set data.path=YAML)")
+    p = sub.add_parser("config", help="print the resolved config, each field with its documentation")
     _common(p)
     return parser
 
 
 def comparison_table(metrics_list: list[dict]) -> str:
-    """Markdown table of several runs' headline and option-scoring metrics."""
-    def pct(x):
-        return "n/a" if x is None or x != x else f"{100 * x:.1f}"
+    """Markdown table of several runs' headline and option-scoring metrics (partial runs marked)."""
+    from asvd_jax.cl._compare import comparison_rows, markdown_table
 
-    lines = ["| run | method | AA | plasticity | BWT | FWT | forgetting | AA (options) | BWT (options) | LM loss delta | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for m in metrics_list:
-        s = m.get("summary") or {}
-        g = m.get("general_ability") or {}
-        delta = g.get("lm_loss_delta")
-        minutes = (m.get("timing") or {}).get("total", float("nan")) / 60
-        lines.append(f"| {m.get('name')} | {m.get('method')} | {pct(s.get('average_accuracy'))} | {pct(s.get('plasticity'))} | "
-                     f"{pct(s.get('bwt'))} | {pct(s.get('fwt'))} | {pct(s.get('forgetting'))} | "
-                     f"{pct(s.get('option_average_accuracy'))} | {pct(s.get('option_bwt'))} | "
-                     f"{'n/a' if delta is None else f'{delta:+.3f}'} | {minutes:.1f} |")
-    return "\n".join(lines)
+    return markdown_table(comparison_rows(metrics_list))
 
 
 def _run(args) -> int:
@@ -109,24 +106,25 @@ def _demo(args) -> int:
 
 def _report(args) -> int:
     from asvd_jax.cl._report import load_metrics, summary_markdown, write_report
+    from asvd_jax.cl._report_cli import comparison_output, write_text_atomic
 
-    from asvd_jax.analysis._seeds import expand_run_dirs, group_by_seed, seed_table
+    from asvd_jax.analysis._seeds import expand_run_dirs
 
     run_dirs = expand_run_dirs(args.run_dirs)  # a multi-seed parent stands for its seed<k>/
-    all_metrics = []
-    for d in run_dirs:
-        m = load_metrics(d)
-        write_report(d, m)
-        all_metrics.append(m)
-        if len(run_dirs) == 1:
-            print(summary_markdown(m))
-    if len(all_metrics) > 1:
-        print(comparison_table(all_metrics))
-        # Mean +- std over seeds and intervals against SeqFT (docs/analysis.md).
-        try:
-            print("\n" + seed_table(group_by_seed(run_dirs)))
-        except ValueError as e:  # e.g. a run without config.yaml: the table above stands
-            print(f"\n(no table over seeds: {e})")
+    all_metrics = [load_metrics(d) for d in run_dirs]  # every directory read before any output
+    if args.write:
+        for d, m in zip(run_dirs, all_metrics):
+            write_report(d, m)
+    fmt = "csv" if args.out and args.out.lower().endswith(".csv") else args.format
+    if len(all_metrics) == 1 and not args.out and fmt == "markdown":
+        print(summary_markdown(all_metrics[0]))
+        return 0
+    text = comparison_output(run_dirs, all_metrics, fmt)
+    if args.out:
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -135,16 +133,17 @@ def _data(args) -> int:
     from asvd_jax.cl._sequence import load_sequence
     from asvd_jax.data.__main__ import describe
 
-    config = load_config(args.config, args.overrides)
+    extra = ["data.suite=custom", f"data.path={args.custom}"] if args.custom else []
+    config = load_config(args.config, [*extra, *args.overrides])
     print(describe(load_sequence(config.data)))
     return 0
 
 
 def _config(args) -> int:
     from asvd_jax.cl import load_config
-    from asvd_jax.cl._config import to_yaml
+    from asvd_jax.cl._config_doc import documented_yaml
 
-    print(to_yaml(load_config(args.config, args.overrides)), end="")
+    print(documented_yaml(load_config(args.config, args.overrides)), end="")
     return 0
 
 
@@ -155,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         # Bad input and stopped runs end with one readable line, not a traceback.
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)  # one line, always
         return 2
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)

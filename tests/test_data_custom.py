@@ -154,7 +154,7 @@ def test_class_without_examples(tmp_path):
 
 def test_bad_config_keys(tmp_path):
     _csv(tmp_path, "text,label\none,a\ntwo,b\n")
-    with pytest.raises(ValueError, match=r"tasks\[0\]: unknown key\(s\) \['lable_column'\]"):
+    with pytest.raises(ValueError, match=r"tasks\[0\]: unknown key\(s\) 'lable_column' \(did you mean 'label_column'\?\)"):
         load_custom_sequence(_one_task(tmp_path, lable_column="x"))
     with pytest.raises(ValueError, match=r"tasks\[0\]\.split fractions must be >= 0 and sum to 1"):
         load_custom_sequence(_one_task(tmp_path, split={"train": 0.9, "test": 0.2}))

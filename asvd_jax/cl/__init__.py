@@ -19,6 +19,7 @@ from asvd_jax.cl._config import (
     to_yaml,
 )
 from asvd_jax.cl._demo import DEMO_OVERRIDES
+from asvd_jax.cl._families import Family, register_family
 from asvd_jax.cl._method import Method, TaskContext
 from asvd_jax.cl._metrics import (
     average_accuracy,
@@ -34,8 +35,9 @@ from asvd_jax.cl._runner import RunError, Runner, run
 
 __all__ = [
     "CheckpointConfig", "ConfigError", "DEMO_OVERRIDES", "DataConfig", "EvalConfig",
-    "ExperimentConfig", "MeshConfig", "Method", "MethodConfig", "ModelConfig", "RunConfig",
+    "ExperimentConfig", "Family", "MeshConfig", "Method", "MethodConfig", "ModelConfig", "RunConfig",
     "RunError", "Runner", "TaskContext", "TrainConfig", "apply_overrides", "average_accuracy",
     "backward_transfer", "forgetting", "forward_transfer", "general_ability_retention",
-    "load_config", "paired_bootstrap", "plasticity", "run", "summarize", "to_yaml",
+    "load_config", "paired_bootstrap", "plasticity", "register_family", "run", "summarize",
+    "to_yaml",
 ]

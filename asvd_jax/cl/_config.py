@@ -58,7 +58,9 @@ class DataConfig:
     root: str = ""
     """Benchmark root folder for ``olora`` / ``trace``."""
     path: str = ""
-    """Sequence YAML for ``custom``."""
+    """Sequence YAML for ``suite: custom`` (needs it; an error with another suite). A relative
+    path is relative to the working directory; the data files named inside the YAML are
+    relative to the YAML's own folder."""
     data_dir: str = ""
     """Cache folder for the built offline suite; empty = the data module's default."""
     per_class_train: int = 40
@@ -72,6 +74,13 @@ class DataConfig:
     classification tasks (seeded), a seeded random draw for generation tasks."""
     max_eval_per_task: int = 0
     """Cap on evaluation examples per task (0 = no cap), drawn like ``max_train_per_task``."""
+    max_train_per_class: int = 0
+    """Cap on training examples per class of every classification task, any suite (0 = no
+    cap; a seeded draw, applied before ``max_train_per_task``): a preset's per-class budget on
+    a custom sequence."""
+    max_eval_per_class: int = 0
+    """Cap on dev and test examples per class, any suite (0 = no cap), like
+    ``max_train_per_class``."""
     max_len: int = 128
     """Maximum tokens per example; the text part of the prompt is truncated, never the
     answer."""
@@ -176,7 +185,8 @@ class EvalConfig:
     scoring), ``both``, or ``auto`` (decoders and T5: both, generation headline; encoder:
     options)."""
     split: str = "test"
-    """Split evaluated after each task: ``test`` or ``dev``."""
+    """Split evaluated after each task: ``test`` or ``dev`` (every task needs examples in it;
+    checked before the model loads)."""
     batch_size: int = 16
     """Examples per evaluation batch."""
     max_new_tokens: int = 6
@@ -323,9 +333,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:
     """Check enumerated fields and ranges; ConfigError naming the key."""
+    from asvd_jax.cl._families import family_names, registered_family
+
+    custom_family = registered_family(config.model.family) is not None
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
+        if key == "model.family":
+            allowed = family_names()  # built-in plus registered (asvd_jax.cl.register_family)
+        elif key == "model.source" and custom_family:
+            continue  # a registered family's own loader reads the model section
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {allowed}" + _suggest(str(value), allowed))
     positive = ("train.batch_size", "train.grad_accum", "train.epochs", "eval.batch_size",
@@ -334,6 +351,13 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         section, name = key.split(".")
         if getattr(getattr(config, section), name) < 1:
             raise ConfigError(f"{key}: must be >= 1")
+    d = config.data
+    if d.path and d.suite != "custom":
+        raise ConfigError(f"data.path: {d.path!r} is set but data.suite is {d.suite!r}, which does not "
+                          f"read it; set data.suite: custom to run the sequence in data.path")
+    for key in ("max_train_per_class", "max_eval_per_class", "max_train_per_task", "max_eval_per_task"):
+        if getattr(d, key) < 0:
+            raise ConfigError(f"data.{key}: must be >= 0 (0 = no cap)")
     m = config.method
     if not 0.0 <= m.mrr <= m.trr <= 1.0:
         raise ConfigError(f"method.mrr/method.trr: need 0 <= mrr <= trr <= 1, got {m.mrr}, {m.trr}")
@@ -400,12 +424,35 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
         changes = loaded
-    for text in overrides:
-        changes = _merge(changes, parse_override(text))
+    # The file first, then each override on its own: an error names its source (the file,
+    # or the --set that caused it), never the file for an override's typo.
     try:
-        return validate(apply_overrides(base or ExperimentConfig(), changes))
+        config = apply_overrides(base or ExperimentConfig(), changes)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}" if path is not None else str(e)) from None
+    parsed = []
+    for text in overrides:
+        try:
+            change = parse_override(text)
+            config = apply_overrides(config, change)
+        except ConfigError as e:
+            raise ConfigError(f"--set {text}: {e}" if str(e).find(repr(text)) < 0 else str(e)) from None
+        parsed.append((text, change))
+    try:
+        return validate(config)
+    except ConfigError as e:
+        key = str(e).split(":", 1)[0]
+        culprit = [text for text, change in parsed if any(
+            k in _dotted_keys(change) for k in key.split("/"))]
+        source = f"--set {culprit[-1]}" if culprit else path
+        raise ConfigError(f"{source}: {e}" if source is not None else str(e)) from None
+
+
+def _dotted_keys(change: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in change.items():
+        out += _dotted_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+    return out
 
 
 def to_dict(config: Any) -> dict:

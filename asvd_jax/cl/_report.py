@@ -1,6 +1,9 @@
 """What a run leaves behind: accuracy heatmap (PNG) and a markdown summary.
 
 Both are rebuilt from ``metrics.json`` alone, so ``asvd-jax report RUN_DIR`` can redo them.
+A run that has not finished (interrupted, failed, stopped after a task, still running) reports
+what it has: the rows so far, and metrics over the tasks trained so far, marked partial
+(:func:`report_view`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,47 @@ def load_metrics(run_dir: str) -> dict:
         raise FileNotFoundError(f"{path}: missing (is {run_dir!r} a run directory?)")
     with open(path) as f:
         return json.load(f)
+
+
+def report_view(metrics: dict) -> dict:
+    """``metrics`` with the accuracy matrices and summary filled in for an unfinished run.
+
+    A finished run is returned as it is. For a partial one (``"partial": "k/T stages"``) the
+    matrices are the rows evaluated so far and the summary is that of the first k tasks alone
+    (the square k x k corner): the metrics of the sequence as if it ended there.
+    """
+    if metrics.get("summary") and metrics.get("accuracy_matrix"):
+        return metrics
+    from asvd_jax.cl import _metrics
+
+    out = dict(metrics)
+    rows = [r for r in metrics.get("rows") or [] if isinstance(r.get("eval"), list)]
+    tasks = metrics.get("tasks") or []
+    out["partial"] = f"{len(rows)}/{len(tasks)} stages"
+    if not rows:
+        return out
+    acc = [[e.get("accuracy") for e in r["eval"]] for r in rows]
+    out["accuracy_matrix"] = acc
+    opt = [[e.get("option_accuracy") for e in r["eval"]] for r in rows]
+    if all(a is not None for r in opt for a in r):
+        out["option_accuracy_matrix"] = opt
+    zero = metrics.get("zero_shot") or {}
+    k = len(rows)
+    summary: dict = {}
+    if k <= len(tasks) and all(r.get("stage") == t for r, t in zip(rows, tasks)):
+        for prefix, mat, z in (("", acc, zero.get("accuracy")),
+                               ("option_", out.get("option_accuracy_matrix"), zero.get("option_accuracy"))):
+            if not mat:
+                continue
+            corner = [row[:k] for row in mat]
+            zs = z[:k] if z and all(v is not None for v in z[:k]) else None
+            try:
+                s = _metrics.summarize(corner, zs)
+            except (ValueError, TypeError):  # a row with a missing evaluation
+                continue
+            summary.update({prefix + key: v for key, v in s.items()})
+    out["summary"] = summary
+    return out
 
 
 def plot_accuracy_matrix(metrics: dict, path: str, key: str = "accuracy_matrix") -> str | None:
@@ -61,14 +105,19 @@ def _pct(x: Any) -> str:
 
 
 def summary_markdown(metrics: dict) -> str:
-    """A short human-readable report of one run."""
-    tasks = metrics["tasks"]
+    """A short human-readable report of one run (finished or not)."""
+    metrics = report_view(metrics)
+    tasks = metrics.get("tasks") or []
     lines = [f"# Run `{metrics.get('name', '')}`", "",
              f"- method: **{metrics.get('method')}**, model: {metrics.get('model')}, "
              f"sequence: {metrics.get('sequence')} ({len(tasks)} tasks)",
-             f"- status: {metrics.get('status')}",
+             f"- status: {metrics.get('status')}"
+             + (f" ({metrics['status_detail']})" if metrics.get("status_detail") else ""),
              f"- headline protocol: {metrics.get('protocol')}", ""]
     s = metrics.get("summary") or {}
+    if metrics.get("partial"):
+        lines += [f"- **partial run**: {metrics['partial']} trained; the metrics below cover "
+                  f"the tasks trained so far", ""]
     if s:
         lines += ["| metric | headline | option scoring |", "|---|---|---|"]
         for key, label in (("average_accuracy", "average accuracy (%)"),
@@ -86,19 +135,22 @@ def summary_markdown(metrics: dict) -> str:
         if rows:
             lines += [f"## {title}", "", "| after \\ on | " + " | ".join(tasks) + " |",
                       "|---" * (len(tasks) + 1) + "|"]
-            for row, acc in zip(metrics["rows"], rows):
+            for row, acc in zip(metrics.get("rows") or [], rows):
                 lines.append(f"| {row['stage']} | " + " | ".join(_pct(a) for a in acc) + " |")
             lines.append("")
     z = metrics.get("zero_shot") or {}
     if z.get("accuracy"):
         lines += ["Zero-shot: " + ", ".join(f"{t} {_pct(a)}" for t, a in zip(tasks, z["accuracy"])), ""]
     g = metrics.get("general_ability")
-    if g:
+    if g and "lm_loss_after" in g:
         lines += [f"General-ability LM loss (held-out text): {g['lm_loss_before']:.3f} -> "
                   f"{g['lm_loss_after']:.3f} nats/token (perplexity x{g['perplexity_ratio']:.2f})", ""]
+    elif g and "lm_loss_before" in g:
+        lines += [f"General-ability LM loss (held-out text): {g['lm_loss_before']:.3f} nats/token "
+                  f"before training (after: not measured, the run did not finish)", ""]
     lines += ["## Training", "", "| stage | micro-batches | mean loss | last loss | seconds | leakage max |",
               "|---|---|---|---|---|---|"]
-    for row in metrics["rows"]:
+    for row in metrics.get("rows") or []:
         t = row.get("train", {})
         leak = (row.get("record") or {}).get("leakage", {}).get("max")
         lines.append(f"| {row['stage']} | {t.get('micro_steps')} | {t.get('mean_loss', float('nan')):.4f} | "
@@ -118,7 +170,7 @@ def summary_markdown(metrics: dict) -> str:
 
 def write_report(run_dir: str, metrics: dict | None = None) -> dict[str, str]:
     """(Re)write heatmap(s) and summary.md of ``run_dir``; returns their paths."""
-    metrics = metrics if metrics is not None else load_metrics(run_dir)
+    metrics = report_view(metrics if metrics is not None else load_metrics(run_dir))
     out = {}
     for key, name in (("accuracy_matrix", "accuracy_matrix.png"),
                       ("option_accuracy_matrix", "option_accuracy_matrix.png")):
@@ -126,9 +178,14 @@ def write_report(run_dir: str, metrics: dict | None = None) -> dict[str, str]:
         if p:
             out[key] = p
     path = os.path.join(run_dir, "summary.md")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(summary_markdown(metrics))
-    os.replace(tmp, path)
+    text = summary_markdown(metrics)  # built first: an error leaves no temporary file behind
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     out["summary"] = path
     return out

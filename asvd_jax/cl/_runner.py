@@ -37,7 +37,8 @@ from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
 from asvd_jax.cl._early_stop import dev_accuracy, hold_out, make_stopper
 from asvd_jax.cl._method import TaskContext
 from asvd_jax.cl._progress import Progress, counter
-from asvd_jax.cl._sequence import TaskStream, derive_seed, load_sequence, statistics_items
+from asvd_jax.cl._sequence import TaskStream, check_eval_split, derive_seed, load_sequence, statistics_items
+from asvd_jax.cl._status import recording_end
 from asvd_jax.cl._train import (
     adam_states,
     inner_optimizer,
@@ -115,8 +116,11 @@ class Runner:
     """State of one run; ``run()`` below is the entry point."""
 
     def __init__(self, config: ExperimentConfig, run_dir: str | None = None, resume: bool = False,
-                 initial: dict | None = None):
+                 initial: dict | None = None, *, model: Any = None, tokenizer: Any = None,
+                 sequence: Any = None, method: Any = None):
         self.config = validate(config)
+        # Objects from research code that replace what the config would build (see run()).
+        self._given = {"model": model, "tokenizer": tokenizer, "sequence": sequence, "method": method}
         # Evaluations of the initial model from another run with the same model, data and eval
         # settings (the demo's second method): {"zero_shot": ..., "general_ability": ...}.
         self.initial = initial or {}
@@ -165,7 +169,7 @@ class Runner:
 
     def setup(self) -> None:
         from asvd_jax.cl._mesh import make_mesh, shard_tree
-        from asvd_jax.cl._models import load_model
+        from asvd_jax.cl._families import build_adapter
 
         c = self.config
         if c.mesh.distributed:
@@ -179,15 +183,15 @@ class Runner:
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] run directory {self.run_dir}")
         self.progress.log(f"[asvd-jax] building data ({c.data.suite}, order {c.data.order})")
-        self.sequence = load_sequence(c.data, self.progress.bar)
+        self.sequence = load_sequence(c.data, self.progress.bar, sequence=self._given["sequence"])
+        check_eval_split(self.sequence, c.eval.split)  # before minutes of model loading
         # train.stop_holdout: early stopping on held-out training examples, not on dev.
         self.tasks, self.stop_sets = hold_out(self.sequence.tasks, c.train.stop_holdout if
                                               c.train.patience > 0 else 0, c.data.seed)
         self._timed("data", time.perf_counter() - t)
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] loading model ({c.model.family}, {c.model.source})")
-        model, tokenizer, default_targets = load_model(c.model)
-        self.adapter = make_adapter(c, model, tokenizer)
+        self.adapter, default_targets = build_adapter(c, self._given["model"], self._given["tokenizer"])
         self.mesh = make_mesh(c.mesh)
         if self.mesh is not None and c.train.batch_size % (self.mesh.size) != 0:
             raise RunError(f"train.batch_size={c.train.batch_size} must be a multiple of the "
@@ -215,6 +219,9 @@ class Runner:
 
     def _build_method(self):
         from asvd_jax.cl._methods import build_method
+
+        if self._given["method"] is not None:
+            return self._given["method"]
 
         def inner(ctx: TaskContext):
             stream = TaskStream(self.stages[ctx.index][1], self.config.train, ctx.index)
@@ -299,8 +306,9 @@ class Runner:
         c = self.config
         return {
             "name": os.path.basename(self.run_dir),
-            "method": c.method.name,
-            "model": f"{c.model.family}:{c.model.source}",
+            "method": getattr(self._given["method"], "name", None) or c.method.name,
+            "model": f"{c.model.family}:{c.model.source}" if self._given["model"] is None
+            else f"{c.model.family}:{type(self._given['model']).__name__} (passed to run)",
             "sequence": self.sequence.name,
             "tasks": [t.name for t in self.tasks],
             "protocol": self._protocol_label(),
@@ -311,6 +319,8 @@ class Runner:
 
     def _protocol_label(self) -> str:
         c = self.config
+        if getattr(self.adapter, "protocol_label", None):  # a registered family's adapter
+            return self.adapter.protocol_label
         if c.model.family == "bert" or c.eval.protocol not in ("auto", "generate", "both"):
             return "options (restricted scoring)"
         from asvd_jax.cl._text_metrics import generation_metric
@@ -361,35 +371,39 @@ class Runner:
             elif key in self.initial:
                 metrics[key] = {"lm_loss_before": self.initial[key]["lm_loss_before"]} \
                     if key == "general_ability" else self.initial[key]
-        if c.eval.zero_shot and "zero_shot" not in metrics:
-            ev = self.evaluate_all(params, "zero-shot")
-            metrics["zero_shot"] = {"accuracy": [e["accuracy"] for e in ev],
-                                    "option_accuracy": [e.get("option_accuracy") for e in ev],
-                                    "eval": ev}
-        if "general_ability" not in metrics:
-            before = self.general_lm_loss(params)
-            if before is not None:
-                metrics["general_ability"] = {"lm_loss_before": before}
-        self.write_metrics(metrics)
-
-        for stage in range(start_stage, len(self.stages)):
-            params, moments = self._run_stage(stage, params, metrics, step_meta, moments)
-            step_meta = None
-            release_freed_memory()
-            if c.run.stop_after_task == stage and stage < len(self.stages) - 1:
-                metrics["status"] = f"stopped after stage {stage} (run.stop_after_task)"
-                self.write_metrics(metrics)
-                self.params = params
-                return metrics
-
-        self._finish(params, metrics)
-        metrics["status"] = "complete"
-        self.write_metrics(metrics)
-        from asvd_jax.cl._report import write_report
-
-        write_report(self.run_dir, metrics)
+        with recording_end(metrics, self._write_ended):  # interrupted / failed runs say so
+            if c.eval.zero_shot and "zero_shot" not in metrics:
+                ev = self.evaluate_all(params, "zero-shot")
+                metrics["zero_shot"] = {"accuracy": [e["accuracy"] for e in ev],
+                                        "option_accuracy": [e.get("option_accuracy") for e in ev],
+                                        "eval": ev}
+            if "general_ability" not in metrics:
+                before = self.general_lm_loss(params)
+                if before is not None:
+                    metrics["general_ability"] = {"lm_loss_before": before}
+            self.write_metrics(metrics)
+            for stage in range(start_stage, len(self.stages)):
+                params, moments = self._run_stage(stage, params, metrics, step_meta, moments)
+                step_meta = None
+                release_freed_memory()
+                if c.run.stop_after_task == stage and stage < len(self.stages) - 1:
+                    metrics["status"] = "stopped_after_task"
+                    metrics["status_detail"] = f"stopped after stage {stage} (run.stop_after_task)"
+                    self._write_ended(metrics)
+                    self.params = params
+                    return metrics
+            self._finish(params, metrics)
+            metrics["status"] = "complete"
+            metrics.pop("status_detail", None)  # a resumed run's earlier stop
+            self._write_ended(metrics)
         self.params = params
         return metrics
+
+    def _write_ended(self, metrics: dict) -> None:
+        from asvd_jax.cl._report import write_report
+
+        self.write_metrics(metrics)
+        write_report(self.run_dir, metrics)
 
     def _run_stage(self, stage: int, params, metrics: dict, step_meta: dict | None, moments):
         from asvd_jax.cl._mesh import shard_tree
@@ -443,8 +457,8 @@ class Runner:
                 loss = float(loss)
                 if not math.isfinite(loss) or not math.isfinite(float(pen)):
                     latest = self.ckpt.latest()
-                    metrics["status"] = f"failed: non-finite loss at stage {stage} micro-batch {micro}"
-                    self.write_metrics(metrics)
+                    metrics["status"] = "failed"
+                    metrics["status_detail"] = f"non-finite loss at stage {stage} micro-batch {micro}"
                     raise RunError(
                         f"stage {stage} ({name}), micro-batch {micro}: loss is {loss} (penalty "
                         f"{float(pen)}); the run stopped. Last good checkpoint: "
@@ -539,12 +553,26 @@ class Runner:
 
 
 def run(config: ExperimentConfig, *, run_dir: str | None = None, resume: bool = False,
-        initial: dict | None = None) -> dict:
+        initial: dict | None = None, model: Any = None, tokenizer: Any = None,
+        sequence: Any = None, method: Any = None) -> dict:
     """Run ``config`` end to end (or continue it with ``resume=True``); returns metrics.
 
     ``initial``: zero-shot / LM-loss results of the same initial model from another run with
     the same model, data and eval settings, reused instead of evaluated again.
+
+    Research code can hand in its own objects instead of what the config builds:
+
+    * ``model``, ``tokenizer``: an nnx model of family ``config.model.family`` (a built-in
+      one, or one added with ``register_family``) and its tokenizer; ``config.model`` is then
+      not loaded.
+    * ``sequence``: an ``asvd_jax.data.TaskSequence`` (``data.tasks`` and the size caps of
+      ``config.data`` still apply; ``data.suite`` and ``data.path`` are not read).
+    * ``method``: an object with the ``asvd_jax.cl.Method`` protocol (it builds its own
+      optimizer; ``config.method`` is not read, ``config.train`` still sets the batches).
+
+    A resumed run must be given the same objects again.
     """
-    metrics = Runner(config, run_dir=run_dir, resume=resume, initial=initial).run()
+    metrics = Runner(config, run_dir=run_dir, resume=resume, initial=initial, model=model,
+                     tokenizer=tokenizer, sequence=sequence, method=method).run()
     release_freed_memory()  # the model and states of this run, before another in this process
     return metrics

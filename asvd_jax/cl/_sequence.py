@@ -50,10 +50,38 @@ def _subset(examples: Sequence[Any], cap: int, seed: int, what: Any, stratify: b
     return tuple(examples[i] for i in idx)
 
 
-def load_sequence(cfg: DataConfig, progress=None):
+def _per_class(examples: Sequence[Any], cap: int, seed: int, what: Any) -> tuple:
+    """At most ``cap`` examples of each label, in their original order (a seeded draw)."""
+    if cap <= 0:
+        return tuple(examples)
+    rng = np.random.default_rng(derive_seed(seed, "per_class", what))
+    by_label: dict[Any, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_label.setdefault(ex.label, []).append(i)
+    keep = []
+    for label in sorted(by_label):
+        members = by_label[label]
+        keep += [members[j] for j in rng.permutation(len(members))[:cap]]
+    return tuple(examples[i] for i in sorted(keep))
+
+
+def check_eval_split(sequence, split: str) -> None:
+    """ValueError naming ``eval.split`` and the tasks without examples in ``split``."""
+    empty = [t.name for t in sequence.tasks if not t.split(split)]
+    if empty:
+        other = "test" if split == "dev" else "dev"
+        raise ValueError(
+            f"eval.split={split}: task(s) {empty} of sequence {sequence.name!r} have no {split} "
+            f"examples (a custom sequence gets them from {split}_path, or from split fractions with "
+            f"path); give them, or evaluate on eval.split={other}")
+
+
+def load_sequence(cfg: DataConfig, progress=None, sequence=None):
     """The ``TaskSequence`` of ``cfg`` with the task filter and size caps applied.
 
     ``progress(iterable, total, desc)``: a progress bar for the loaders (default none).
+    ``sequence``: a ready ``TaskSequence`` used instead of the one ``cfg`` names (filter and
+    caps still apply).
     """
     import dataclasses
 
@@ -61,7 +89,9 @@ def load_sequence(cfg: DataConfig, progress=None):
     from asvd_jax.data._tasks import no_progress
 
     progress = progress or no_progress
-    if cfg.suite == "offline":
+    if sequence is not None:
+        seq = sequence
+    elif cfg.suite == "offline":
         kw = dict(per_class_train=cfg.per_class_train, per_class_dev=cfg.per_class_dev,
                   per_class_test=cfg.per_class_test, seed=cfg.seed)
         seq = data.offline_sequence(cfg.order, data_dir=cfg.data_dir or None, progress=progress, **kw)
@@ -103,11 +133,15 @@ def load_sequence(cfg: DataConfig, progress=None):
         # Classification tasks (a label set) are capped class by class; generation tasks,
         # whose labels are free-form answers, by a plain seeded draw.
         balanced = bool(t.options)
+        caps = {"train": cfg.max_train_per_class, "dev": cfg.max_eval_per_class,
+                "test": cfg.max_eval_per_class} if balanced else {}
+        per_class = {s: _per_class(t.split(s), caps.get(s, 0), cfg.seed, (s, t.name))
+                     for s in ("train", "dev", "test")}
         out.append(dataclasses.replace(
             t,
-            train=_subset(t.train, cfg.max_train_per_task, cfg.seed, ("train", t.name), balanced),
-            dev=_subset(t.dev, cfg.max_eval_per_task, cfg.seed, ("dev", t.name), balanced),
-            test=_subset(t.test, cfg.max_eval_per_task, cfg.seed, ("test", t.name), balanced),
+            train=_subset(per_class["train"], cfg.max_train_per_task, cfg.seed, ("train", t.name), balanced),
+            dev=_subset(per_class["dev"], cfg.max_eval_per_task, cfg.seed, ("dev", t.name), balanced),
+            test=_subset(per_class["test"], cfg.max_eval_per_task, cfg.seed, ("test", t.name), balanced),
         ))
         if not out[-1].train:
             raise ValueError(f"task {t.name!r} has no training examples")

@@ -40,6 +40,14 @@ def main(argv=None) -> int:
     for field in ("per_class_train", "per_class_dev", "per_class_test", "seed", "max_chars"):
         parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(defaults, field))
     args = parser.parse_args(argv)
+    try:
+        return _main(args)
+    except (ValueError, FileNotFoundError) as e:  # bad input: one line, no traceback
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
     start = time.perf_counter()
     if args.custom:
         from asvd_jax.data._custom import load_custom_sequence

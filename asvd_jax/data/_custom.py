@@ -40,6 +40,11 @@ from asvd_jax.data._tasks import (
     SPLITS, DataFileNotFound, Example, Task, TaskSequence, hash_order_key, no_progress,
 )
 
+class SequenceConfigError(TypeError, ValueError):
+    """A sequence YAML value of the wrong kind (a ValueError like every bad input, and a
+    TypeError for code that caught the earlier type errors)."""
+
+
 _TASK_KEYS = {"name", "path", "train_path", "dev_path", "test_path", "format", "delimiter", "text_column",
               "label_column", "instruction", "options", "label_map", "ignore_unmapped", "split"}
 _FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json"}
@@ -86,6 +91,9 @@ class CustomTaskSpec:
         return Task(self.name, self.instruction, self.options, **splits)
 
     def _check_classes(self, present: set[str], path: Path) -> None:
+        if not present:
+            raise ValueError(f"{path}: the file has no data rows ({self.where}); "
+                             f"a training file needs examples of every option {list(self.options)}")
         empty = [o for o in self.options if o not in present]
         if empty:
             raise ValueError(f"{path}: no examples of class(es) {empty} ({self.where}.options)")
@@ -108,7 +116,9 @@ class CustomTaskSpec:
     def _read(self, path: Path, mapping: dict[str, str]) -> Iterator[tuple[str, str]]:
         """(text, option) per row, checked."""
         if not path.is_file():
-            raise DataFileNotFound(f"{path}: data file not found ({self.where})")
+            raise DataFileNotFound(f"{path}: data file not found ({self.where}; absolute path tried: "
+                                   f"{path.resolve()}; paths in a sequence YAML are relative to the "
+                                   f"YAML's own folder)")
         fmt = self.format or _FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise ValueError(f"{path}: unknown extension; set {self.where}.format to one of {sorted(set(_FORMATS.values()))}")
@@ -167,32 +177,38 @@ def _json_rows(path: Path, fmt: str):
 
 def _scalar_str(value: Any, where: str) -> str:
     if isinstance(value, bool):
-        raise TypeError(f"{where}: got the boolean {value!r}; YAML reads unquoted yes/no/true/false/on/off "
+        raise SequenceConfigError(f"{where}: got the boolean {value!r}; YAML reads unquoted yes/no/true/false/on/off "
                         f"as booleans, so quote the word")
     if not isinstance(value, (str, int, float)):
-        raise TypeError(f"{where}: expected a string, got {value!r}")
+        raise SequenceConfigError(f"{where}: expected a string, got {value!r}")
     return str(value)
 
 
 def _task_spec(raw: Any, index: int, base: Path, source: str) -> CustomTaskSpec:
     where = f"tasks[{index}]"
     if not isinstance(raw, dict):
-        raise TypeError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
+        raise SequenceConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
     unknown = sorted(set(map(str, raw)) - _TASK_KEYS)
     if unknown:
-        raise ValueError(f"{source}: {where}: unknown key(s) {unknown}; allowed: {sorted(_TASK_KEYS)}")
+        import difflib
+
+        hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
+            k, sorted(_TASK_KEYS), n=1, cutoff=0.5)) else repr(k) for k in unknown]
+        if "labels" in unknown and "options" not in raw:
+            hints[unknown.index("labels")] = "'labels' (did you mean 'options'?)"
+        raise ValueError(f"{source}: {where}: unknown key(s) {', '.join(hints)}; allowed: {sorted(_TASK_KEYS)}")
     for key in ("name", "instruction", "options"):
         if key not in raw:
             raise ValueError(f"{source}: {where}.{key} is required")
     options = raw["options"]
     if not isinstance(options, list) or not options:
-        raise TypeError(f"{source}: {where}.options must be a non-empty list")
+        raise SequenceConfigError(f"{source}: {where}.options must be a non-empty list")
     options = tuple(_scalar_str(o, f"{source}: {where}.options[{i}]") for i, o in enumerate(options))
     if len(set(options)) != len(options):
         raise ValueError(f"{source}: {where}.options repeat: {list(options)}")
     label_map = raw.get("label_map") or {}
     if not isinstance(label_map, dict):
-        raise TypeError(f"{source}: {where}.label_map must be a mapping")
+        raise SequenceConfigError(f"{source}: {where}.label_map must be a mapping")
     pairs = []
     for key, value in label_map.items():
         value = _scalar_str(value, f"{source}: {where}.label_map[{key!r}]")
@@ -234,13 +250,20 @@ def load_custom_sequence(yaml_path: str | Path, progress=no_progress) -> TaskSeq
 
     yaml_path = Path(yaml_path)
     if not yaml_path.is_file():
-        raise DataFileNotFound(f"{yaml_path}: sequence config not found")
+        import os
+
+        raise DataFileNotFound(f"{yaml_path}: sequence config not found (absolute path tried: "
+                               f"{yaml_path.resolve()}; a relative data.path is relative to the "
+                               f"working directory {os.getcwd()})")
     try:
         config = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ValueError(f"{yaml_path}: not valid YAML ({err})") from None
+    if config is None:
+        raise SequenceConfigError(f"{yaml_path}: the file is empty; expected a mapping with keys name and tasks")
     if not isinstance(config, dict):
-        raise TypeError(f"{yaml_path}: expected a mapping with keys name and tasks")
+        raise SequenceConfigError(f"{yaml_path}: expected a mapping with keys name and tasks, got "
+                                  f"{type(config).__name__}")
     unknown = sorted(set(map(str, config)) - {"name", "seed", "tasks"})
     if unknown:
         raise ValueError(f"{yaml_path}: unknown top-level key(s) {unknown}; allowed: name, seed, tasks")
@@ -249,7 +272,7 @@ def load_custom_sequence(yaml_path: str | Path, progress=no_progress) -> TaskSeq
         raise ValueError(f"{yaml_path}: tasks must be a non-empty list")
     seed = config.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"{yaml_path}: seed must be an int, got {seed!r}")
+        raise SequenceConfigError(f"{yaml_path}: seed must be an int, got {seed!r}")
     name = _scalar_str(config.get("name", yaml_path.stem), f"{yaml_path}: name")
     specs = [_task_spec(raw, i, yaml_path.parent, str(yaml_path)) for i, raw in enumerate(tasks)]
     return TaskSequence(name, tuple(spec.build(seed) for spec in

@@ -79,10 +79,19 @@ def write_safetensors(folder: str | os.PathLike, tensors: Mapping[str, np.ndarra
     tmp_model = os.path.join(folder, ".model.safetensors.tmp")
     tmp_config = os.path.join(folder, ".config.json.tmp")
     save_file(arrays, tmp_model, metadata={"format": "pt"})
+    _as_umask_allows(tmp_model)
     with open(tmp_config, "w") as f:
         json.dump(config, f, indent=2)
     os.replace(tmp_model, os.path.join(folder, "model.safetensors"))
     os.replace(tmp_config, os.path.join(folder, "config.json"))
+
+
+def _as_umask_allows(path: str) -> None:
+    """chmod ``path`` to 0666 minus the umask: what ``open()`` would have given it (the
+    temporary-file writes create 0600 files, unreadable to the others on a shared machine)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def params_to_hf(model, hf_name) -> dict[str, np.ndarray]:

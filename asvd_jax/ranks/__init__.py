@@ -12,7 +12,7 @@ Typical task boundary::
 """
 
 from asvd_jax.ranks._matrix import MatrixSVD, weight_svds
-from asvd_jax.ranks._nnx import collect_statistics_nnx, nnx_capture_fn
+from asvd_jax.ranks._nnx import collect_statistics_nnx, nnx_capture_fn, set_optimizer_bases
 from asvd_jax.ranks._plan import RankEntry, RankPlan, plan_ranks
 from asvd_jax.ranks._policies import (
     BudgetPolicy,
@@ -42,6 +42,7 @@ __all__ = [
     "collect_statistics_nnx",
     "importances",
     "nnx_capture_fn",
+    "set_optimizer_bases",
     "plan_ranks",
     "weight_svds",
 ]

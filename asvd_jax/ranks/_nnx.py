@@ -1,4 +1,5 @@
-"""Capture functions for Flax NNX models built from capturable layers.
+"""Capture functions for Flax NNX models built from capturable layers, and new bases for an
+``nnx.Optimizer`` at a task boundary.
 
 Kept apart so ``import asvd_jax.ranks`` needs jax only: flax is imported when these run.
 """
@@ -66,3 +67,22 @@ def collect_statistics_nnx(
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     capture_fn = nnx_capture_fn(graphdef, forward, rest, mask=mask)
     return collect_statistics(capture_fn, params, batches, targets, svds=svds)
+
+
+def set_optimizer_bases(optimizer: Any, bases: Any) -> None:
+    """Swap the bases inside an ``nnx.Optimizer`` built with ``with_projection`` (in place).
+
+    The optax-level ``asvd_jax.set_bases`` works on pure optimizer states; an
+    ``nnx.Optimizer`` keeps its state in Variables, so this takes the state out of them, swaps,
+    and wraps it again (new ranks may change the bases' shapes; the next step retraces once).
+    ``bases``: from ``compute_bases``, ``nnx.State`` or dict. Adam's moments are kept.
+    """
+    from flax import nnx
+    from flax.nnx.training.optimizer import to_opt_state
+
+    from asvd_jax._transform import set_bases
+
+    if not isinstance(optimizer, nnx.Optimizer):
+        raise TypeError(f"set_optimizer_bases: expected an nnx.Optimizer, got {type(optimizer).__name__} "
+                        "(for an optax state use asvd_jax.set_bases(opt_state, bases))")
+    optimizer.opt_state = nnx.data(to_opt_state(set_bases(nnx.as_pure(optimizer.opt_state), bases)))

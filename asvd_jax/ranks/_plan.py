@@ -183,6 +183,7 @@ class RankPlan:
                 fh.write(self.to_json())
                 fh.flush()
                 os.fsync(fh.fileno())
+            _as_umask_allows(tmp)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -242,3 +243,11 @@ def plan_ranks(
         nonsquare=nonsquare,
         tokens=int(next(iter(stats.values())).tokens),
     )
+
+
+def _as_umask_allows(path: str) -> None:
+    """chmod ``path`` to 0666 minus the umask: what ``open()`` would have given it (the
+    temporary-file writes create 0600 files, unreadable to the others on a shared machine)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)

@@ -1,0 +1,39 @@
+"""``asvd-jax report`` over several run directories: the comparison table and seed groups."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+
+def comparison_output(run_dirs: Sequence[str], metrics_list: Sequence[dict], fmt: str) -> str:
+    """Markdown (per-run table, then mean +- std over seeds with intervals against SeqFT) or CSV."""
+    from asvd_jax.analysis._seeds import group_by_seed, seed_table
+    from asvd_jax.cl._compare import comparison_rows, csv_table, markdown_table
+
+    rows = comparison_rows(metrics_list)
+    if fmt == "csv":
+        return csv_table(rows)
+    text = markdown_table(rows) + "\n"
+    # Only finished runs are averaged: a partial run's metrics cover fewer tasks.
+    complete = [os.fspath(d) for d, r in zip(run_dirs, rows) if r["status"] == "complete"]
+    try:
+        groups = group_by_seed(complete)
+    except ValueError as e:  # e.g. a run without config.yaml: the per-run table stands
+        return text + f"\n(no table over seeds: {e})\n"
+    if any(len(g.runs) > 1 for g in groups):
+        text += ("\nOver seeds (mean +- sample std; complete runs only; intervals: "
+                 "docs/analysis.md):\n\n" + seed_table(groups) + "\n")
+    return text
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename (never half-written)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
