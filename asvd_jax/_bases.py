@@ -184,6 +184,12 @@ def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters) ->
     w_out = r - k_min if out_comp else k_max
     # Host copy first: SVDs of mesh-sharded arrays run as slow collectives (jax-notes.md).
     host = np.asarray(jax.device_get(leaf), dtype=np.float32)
+    if not np.isfinite(host).all():
+        # An SVD of NaN/Inf gives all-NaN bases (LAPACK may only print a warning), and every
+        # later update of this matrix would then be NaN: stop here, naming the matrix.
+        bad = int(np.size(host) - np.isfinite(host).sum())
+        raise ValueError(f"{path}: weight has {bad} non-finite value(s) (NaN or Inf); "
+                         "cannot compute its singular bases")
     mats = np.asarray(spec.to_matrix(jnp.asarray(host))).reshape(-1, m, n)
     ins, outs = [], []
     for i, k in enumerate(ks.ravel().tolist()):

@@ -114,9 +114,9 @@ def set_bases(opt_state: Any, bases: Any) -> Any:
             return node
         old_leaves, old_def = flatten_with_paths(node.bases, is_leaf=is_basis_or_none)
         if old_def != new_def:
-            diff = next((f"{a!r} vs {b!r}" for (a, _), (b, _) in zip(old_leaves, new_leaves)
-                         if a != b), f"{len(old_leaves)} vs {len(new_leaves)} leaves")
-            raise ValueError(f"new bases do not have the structure of the state's bases: {diff}")
+            raise ValueError("new bases do not have the structure of the state's bases: "
+                             + _structure_diff([p for p, _ in old_leaves],
+                                               [p for p, _ in new_leaves]))
         found.append(True)
         return ProjectOutProtectedState(bases)
 
@@ -126,3 +126,16 @@ def set_bases(opt_state: Any, bases: Any) -> Any:
         raise ValueError("opt_state holds no ProjectOutProtectedState: was the optimizer built "
                          "with project_out_protected / with_projection?")
     return out
+
+
+def _structure_diff(old_paths: list[str], new_paths: list[str]) -> str:
+    """The first path that one side has and the other lacks (or the first that differs)."""
+    old_set, new_set = set(old_paths), set(new_paths)
+    extra = [p for p in new_paths if p not in old_set]
+    if extra:
+        return f"new bases entry {extra[0]!r} has no counterpart in the state's bases"
+    missing = [p for p in old_paths if p not in new_set]
+    if missing:
+        return f"the state's bases entry {missing[0]!r} is missing from the new bases"
+    return next((f"{a!r} vs {b!r}" for a, b in zip(old_paths, new_paths) if a != b),
+                "same paths, different container types")

@@ -112,8 +112,15 @@ def test_set_bases_errors():
     with pytest.raises(ValueError, match="ProjectOutProtectedState"):
         aj.set_bases(optax.adam(1e-3).init(params), bases_for(params, 2))
     state = aj.with_projection(optax.adam(1e-3)).init(params)
-    with pytest.raises(ValueError, match="structure"):
+    with pytest.raises(ValueError, match="structure.*'dense/bias' is missing"):
         aj.set_bases(state, {"dense": {"kernel": None}})
+    extra = dict(bases_for(params, 2), head={"kernel": None})
+    with pytest.raises(ValueError, match="new bases entry 'head/kernel' has no counterpart"):
+        aj.set_bases(state, extra)
+    nested = {"dense": {"kernel": bases_for(params, 2)["dense"]["kernel"],
+                        "bias": None, "extra_leaf": None}}
+    with pytest.raises(ValueError, match="'dense/extra_leaf' has no counterpart"):
+        aj.set_bases(state, nested)
 
 
 def test_inject_hyperparams():
