@@ -9,7 +9,7 @@ import optax
 
 from asvd_jax._bases import SubspaceBasis, align, is_basis_or_none
 from asvd_jax._paths import flatten_with_paths
-from asvd_jax._projection import MODES, project_tree
+from asvd_jax._projection import MODES, check_precision, project_tree
 from asvd_jax._targets import is_floating
 
 
@@ -19,7 +19,9 @@ class ProjectOutProtectedState(NamedTuple):
     bases: Any
 
 
-def project_out_protected(bases: Any = None, mode: str = "strict") -> optax.GradientTransformation:
+def project_out_protected(bases: Any = None, mode: str = "strict", *,
+                          precision: str = "highest",
+                          group_shapes: bool = True) -> optax.GradientTransformation:
     r"""Project each update onto the allowed subspace of its target matrix.
 
     For a target with protected input/output projectors ``P_in``, ``P_out`` the update ``G``
@@ -34,16 +36,29 @@ def project_out_protected(bases: Any = None, mode: str = "strict") -> optax.Grad
       subspace. Only when the *final* update is projected does ``W_t - W_0`` stay in the
       allowed subspace (to float32 rounding), for any inner optimizer. Anything placed after
       it (clipping by a global norm is fine, it only rescales) must be linear per leaf.
-      With bfloat16 params the projected update is rounded to bfloat16, so the protected
-      part of ``W_t - W_0`` is bounded by that rounding, not by float32's.
+
+    .. warning::
+      Target params must be float32 (or wider): ``init`` and ``update`` raise on bfloat16 or
+      float16 targets. Adding a projected update to a bf16 weight rounds the sum to bf16, and
+      that rounding error, which is not in the allowed subspace, accumulates step after step
+      (measured in docs/core.md: 0.03 of the change after 10 AdamW steps, 0.2 after 1000).
+      For bf16 speed keep float32 master weights and compute in bf16: cast the params to
+      bf16 inside the loss (e.g. the model's compute ``dtype=jnp.bfloat16`` with
+      ``param_dtype=jnp.float32``); gradients, AdamW moments and bases stay float32.
 
     The bases live in the optimizer state (arrays) and can be replaced at a task boundary with
     ``set_bases`` without changing the train step; the mode is static. New bases of different
-    widths (new ranks) change array shapes, so a jitted step retraces once.
+    widths (new ranks) change array shapes, so a jitted step retraces once, unless they were
+    built with one fixed layout (``compute_bases(..., fixed_layout=...)``).
 
     Args:
       bases: from ``compute_bases``; None means nothing is protected until ``set_bases``.
       mode: ``"strict"``, ``"paper"``, ``"input"`` or ``"output"``.
+      precision: matmul precision of the projection, ``"highest"`` (exact float32, the
+        default), ``"high"`` or ``"default"`` (fewer bf16/tf32 passes on GPUs and TPUs;
+        identical on CPU). Leakage and speed of each: docs/core.md.
+      group_shapes: project the targets that share a matrix shape and basis layout as one
+        stack (one batched product per shape instead of one product per matrix).
 
     Returns:
       An ``optax.GradientTransformation`` with state ``ProjectOutProtectedState``.
@@ -54,6 +69,7 @@ def project_out_protected(bases: Any = None, mode: str = "strict") -> optax.Grad
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_precision(precision)
 
     def init_fn(params):
         if bases is None:
@@ -62,10 +78,29 @@ def project_out_protected(bases: Any = None, mode: str = "strict") -> optax.Grad
         return ProjectOutProtectedState(bases)
 
     def update_fn(updates, state, params=None):
-        del params
-        return project_tree(updates, state.bases, mode), state
+        if params is not None:
+            _check_param_dtypes(state.bases, params)
+        return project_tree(updates, state.bases, mode, precision, group_shapes), state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _check_param_dtypes(bases: Any, params: Any) -> None:
+    """TypeError at the first target param narrower than float32 (trace time, no cost)."""
+    for path, basis, leaf in align(bases, params, "params")[0]:
+        if basis is not None and hasattr(leaf, "dtype"):
+            _require_float32(path, leaf)
+
+
+def _require_float32(path: str, leaf: Any) -> None:
+    if jax.numpy.issubdtype(leaf.dtype, jax.numpy.floating) and leaf.dtype.itemsize < 4:
+        raise TypeError(
+            f"{path}: target params are {leaf.dtype}; the projection keeps W_t - W_0 out of "
+            "the protected subspace only with float32 params (each bf16 addition rounds the "
+            "weight, and the rounding errors accumulate in the protected directions). Keep "
+            "float32 master weights and compute in bf16 instead: cast inside the loss, or "
+            "build the model with dtype=bfloat16, param_dtype=float32 (the runner's "
+            "model.dtype: bfloat16 does this). See docs/core.md, 'bf16 training'.")
 
 
 def _validate(bases: Any, params: Any, what: str) -> None:
@@ -82,6 +117,7 @@ def _validate(bases: Any, params: Any, what: str) -> None:
             continue  # masked out by an enclosing optax.masked / partition
         if not is_floating(leaf):
             raise TypeError(f"{path}: target leaf must be floating, got dtype {leaf.dtype}")
+        _require_float32(path, leaf)
         spec = basis.spec
         batch, m, n = basis.leaf_shape()
         try:
@@ -94,9 +130,10 @@ def _validate(bases: Any, params: Any, what: str) -> None:
 
 
 def with_projection(inner: optax.GradientTransformation, bases: Any = None,
-                    mode: str = "strict") -> optax.GradientTransformation:
-    """``optax.chain(inner, project_out_protected(bases, mode))``: any optimizer, projected last."""
-    return optax.chain(inner, project_out_protected(bases, mode))
+                    mode: str = "strict", **kwargs) -> optax.GradientTransformation:
+    """``optax.chain(inner, project_out_protected(bases, mode, **kwargs))``: any optimizer,
+    projected last."""
+    return optax.chain(inner, project_out_protected(bases, mode, **kwargs))
 
 
 def set_bases(opt_state: Any, bases: Any) -> Any:
