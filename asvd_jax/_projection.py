@@ -12,10 +12,10 @@ A side stored as a complement ``C`` uses ``I - P = C C^T``. Strict mode first sh
 every complement side (``C_in^T G``, ``G C_out``), removes the basis sides from that smaller
 core, then expands; left and right products commute, so this order is exact and the cheapest.
 All products run in float32, at HIGHEST precision unless told otherwise (``precision``); the
-result has the update's dtype. ``project_tree`` stacks the matrices that share a shape and a
-basis layout and projects each such group with one batched product per step of the formula
-(a transformer's layers have a handful of distinct shapes), instead of one small product per
-matrix.
+result has the update's dtype. ``project_tree(..., group_shapes=True)`` stacks the matrices
+that share a shape and a basis layout and projects each such group with one batched product
+per step of the formula (a transformer's layers have a handful of distinct shapes) instead of
+one small product per matrix.
 """
 
 from __future__ import annotations
@@ -159,11 +159,11 @@ def project(update: jax.Array, basis: SubspaceBasis | None, mode: str = "strict"
 
 
 def project_tree(updates: Any, bases: Any, mode: str = "strict", precision: str = "highest",
-                 group_shapes: bool = True) -> Any:
+                 group_shapes: bool = False) -> Any:
     """``project`` at every target of a pytree (dict or ``nnx.State``) like the bases.
 
     Subtrees with no array leaves (e.g. optax's masked-out ``MaskedNode``) pass unchanged.
-    With ``group_shapes`` the matrices of equal shape and basis layout (widths, basis or
+    With ``group_shapes`` (off by default) the matrices of equal shape and basis layout (widths, basis or
     complement per side) are stacked and projected together: the same products, batched, so
     a model with 30 identical layers issues a few batched matmuls instead of hundreds of small
     ones. The result is the same as leaf by leaf (each batch index is projected on its own).
