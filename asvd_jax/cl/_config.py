@@ -108,6 +108,12 @@ class MethodConfig:
     """Target regexes over parameter paths; empty = the model family's default targets."""
     targets_exclude: tuple[str, ...] = ()
     """Regexes removed from the targets."""
+    projection_precision: str = "highest"
+    """Matmul precision of the projection: ``highest`` (exact float32), ``high`` or
+    ``default`` (fewer bf16/tf32 passes on GPUs/TPUs; the same on CPU). docs/core.md."""
+    group_shapes: bool = False
+    """Project same-shaped target matrices as one stack (one batched product per shape);
+    for accelerators, slower on CPU (docs/core.md)."""
     leakage_from: str = "updates"
     """What the logged leakage measures: ``updates`` (the float32 sum of the applied updates,
     kept in the optimizer state: ~1e-6 for an exact run, one float32 copy of the targets in
@@ -300,6 +306,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "method.name": ("asvd", "seqft", "mtl", "ewc", "lora", "olora"),
     "method.projection": ("strict", "paper", "input", "output", "none"),
     "method.leakage_from": ("updates", "weights"),
+    "method.projection_precision": ("highest", "high", "default"),
     "method.rank_policy": ("paper", "progressive", "uniform", "energy"),
     "train.schedule": ("constant", "linear", "cosine"),
     "eval.protocol": ("auto", "generate", "options", "both"),

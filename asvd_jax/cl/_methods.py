@@ -184,7 +184,10 @@ class ASVD(SequentialFineTuning):
         if not self.config.train_non_targets:
             parts.append(freeze_non_targets(ctx.targets))
         if self._bases is not None and self.config.projection != "none":
-            parts.append(aj.project_out_protected(self._bases, self.config.projection))
+            parts.append(aj.project_out_protected(
+                self._bases, self.config.projection,
+                precision=self.config.projection_precision,
+                group_shapes=self.config.group_shapes))
         if self._bases is not None and self.config.leakage_from == "updates":
             parts.append(aj.track_applied_updates(self._bases))
         return optax.chain(*parts)
