@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tolerances import assert_close
 
 from asvd_jax.cl import load_config, run
 from asvd_jax.cl._models import load_model
@@ -60,3 +61,27 @@ def test_paper_presets_train_bf16_on_float32_master_weights(preset):
     assert {x.dtype for x in jax.tree.leaves(nnx.state(model, nnx.Param))} == {
         jnp.dtype(jnp.float32)}
     assert model.compute_dtype == jnp.bfloat16
+
+
+def test_projection_options_are_validated_and_reach_the_transform():
+    from asvd_jax.cl._config import ConfigError
+    from asvd_jax.cl._methods import ASVD
+
+    with pytest.raises(ConfigError, match="method.projection_precision"):
+        load_config(None, BASE + ["method.projection_precision=fast"])
+    with pytest.raises(ConfigError, match="method.leakage_from"):
+        load_config(None, BASE + ["method.leakage_from=nowhere"])
+    cfg = load_config(None, BASE + ["method.projection_precision=high",
+                                    "method.group_shapes=true"])
+    import asvd_jax as aj
+    import optax
+
+    params = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(6, 4)), jnp.float32)}
+    method = ASVD(cfg.method, lambda ctx: optax.sgd(0.1))
+    method._bases = aj.compute_bases(params, {"w": 2}, aj.select_targets(params))
+    tx = method.optimizer(type("Ctx", (), {"targets": aj.select_targets(params)})())
+    state = tx.init(params)
+    assert aj.applied_updates(state) is not None  # leakage_from: updates adds the tracker
+    u, _ = tx.update({"w": jnp.ones((6, 4))}, state, params)
+    want = aj.project_tree({"w": -0.1 * jnp.ones((6, 4))}, method._bases)
+    assert_close(u["w"], np.asarray(want["w"], np.float64), "float32")
