@@ -163,10 +163,11 @@ def project_tree(updates: Any, bases: Any, mode: str = "strict", precision: str 
     """``project`` at every target of a pytree (dict or ``nnx.State``) like the bases.
 
     Subtrees with no array leaves (e.g. optax's masked-out ``MaskedNode``) pass unchanged.
-    With ``group_shapes`` (off by default) the matrices of equal shape and basis layout (widths, basis or
-    complement per side) are stacked and projected together: the same products, batched, so
-    a model with 30 identical layers issues a few batched matmuls instead of hundreds of small
-    ones. The result is the same as leaf by leaf (each batch index is projected on its own).
+    With ``group_shapes`` (off by default) the matrices of equal shape and basis layout
+    (widths, basis or complement per side) are stacked and projected together: the same
+    products, batched, so a model with 30 identical layers issues a few batched matmuls
+    instead of hundreds of small ones. The result is the same as leaf by leaf (each batch
+    index is projected on its own); on CPU it measured slower (docs/core.md).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
