@@ -6,9 +6,14 @@
 
 from asvd_jax._accumulate import AccumulateGradientsState, accumulate_gradients
 from asvd_jax._bases import SubspaceBasis, compute_bases
-from asvd_jax._diagnostics import protected_leakage
+from asvd_jax._diagnostics import (
+    TrackAppliedUpdatesState,
+    applied_updates,
+    protected_leakage,
+    track_applied_updates,
+)
 from asvd_jax._paths import flatten_with_paths, path_str
-from asvd_jax._projection import MODES, project, project_tree
+from asvd_jax._projection import MODES, PRECISIONS, project, project_tree
 from asvd_jax._svd import exact_svd, randomized_svd
 from asvd_jax._targets import DEFAULT_EXCLUDE, MatrixSpec, list_targets, select_targets
 from asvd_jax._transform import (
@@ -26,9 +31,12 @@ __all__ = [
     "DEFAULT_EXCLUDE",
     "MODES",
     "MatrixSpec",
+    "PRECISIONS",
     "ProjectOutProtectedState",
     "SubspaceBasis",
+    "TrackAppliedUpdatesState",
     "accumulate_gradients",
+    "applied_updates",
     "compute_bases",
     "exact_svd",
     "flatten_with_paths",
@@ -42,5 +50,6 @@ __all__ = [
     "select_targets",
     "pure_bases",
     "set_bases",
+    "track_applied_updates",
     "with_projection",
 ]

@@ -140,6 +140,7 @@ def compute_bases(
     oversample: int = 10,
     power_iters: int = 2,
     seed: int = 0,
+    fixed_layout: tuple[float, float] | None = None,
 ) -> Any:
     """Pytree like ``params`` with a ``SubspaceBasis`` at each target and None elsewhere.
 
@@ -152,9 +153,21 @@ def compute_bases(
       targets: from ``select_targets(params)``.
       method: ``"exact"`` thin SVD, or ``"randomized"`` range finder (cheaper for small k).
       oversample, power_iters, seed: randomized range finder settings.
+      fixed_layout: ``(lo, hi)`` fractions of ``min(m, n)`` that bound every rank of a run
+        (e.g. the rank policy's floor and ceiling). Each side then stores, at a width fixed
+        by ``(lo, hi)`` and the shape alone, the narrower of the basis padded to
+        ``ceil(hi r)`` columns and the complement padded to ``r - floor(lo r)`` columns, so
+        the bases of every task have the same shapes and storage flags and ``set_bases``
+        does not retrace a jitted step. ``None`` (default): the exact width for these ranks
+        (cheapest per step, but new ranks mean new shapes). A rank outside the range raises.
     """
     if method not in ("exact", "randomized"):
         raise ValueError(f"method must be 'exact' or 'randomized', got {method!r}")
+    if fixed_layout is not None:
+        lo, hi = fixed_layout
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"fixed_layout must be (lo, hi) with 0 <= lo <= hi <= 1, got "
+                             f"{fixed_layout!r}")
     t_leaves, t_def = flatten_with_paths(targets, is_leaf=is_spec_or_none)
     try:
         p_leaves = t_def.flatten_up_to(params)
@@ -173,17 +186,25 @@ def compute_bases(
                             f"{getattr(leaf, 'dtype', type(leaf).__name__)}")
         key, sub = jax.random.split(key)
         out.append(_leaf_basis(path, leaf, spec, rank_map[path], method, sub,
-                               oversample, power_iters))
+                               oversample, power_iters, fixed_layout))
     return t_def.unflatten(out)
 
 
-def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters) -> SubspaceBasis:
+def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters,
+                fixed_layout=None) -> SubspaceBasis:
     spec = spec.resolve(leaf.ndim, path)
     batch, m, n = spec.matrix_shape(leaf.shape)
     r = min(m, n)
     ks = _rank_array(path, rank, batch, r)
     k_max = int(ks.max()) if ks.size else 0
     k_min = int(ks.min()) if ks.size else 0
+    if fixed_layout is not None:
+        lo, hi = math.floor(fixed_layout[0] * r), math.ceil(fixed_layout[1] * r)
+        if ks.size and (k_min < lo or k_max > hi):
+            raise ValueError(f"{path}: rank(s) {ks.ravel().tolist()} outside the fixed layout's "
+                             f"range {lo}..{hi} (fixed_layout={fixed_layout!r}, min dim {r})")
+        # The layout depends on the range, not on these ranks: same shapes every task.
+        k_min, k_max = lo, hi
     # Stacked leaves share one storage form; pick the narrower padded width per complete side.
     in_comp = m == r and (r - k_min) < k_max
     out_comp = n == r and (r - k_min) < k_max
@@ -191,6 +212,12 @@ def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters) ->
     w_out = r - k_min if out_comp else k_max
     # Host copy first: SVDs of mesh-sharded arrays run as slow collectives (jax-notes.md).
     host = np.asarray(jax.device_get(leaf), dtype=np.float32)
+    if not np.isfinite(host).all():
+        # An SVD of NaN/Inf gives all-NaN bases (LAPACK may only print a warning), and every
+        # later update of this matrix would then be NaN: stop here, naming the matrix.
+        bad = int(np.size(host) - np.isfinite(host).sum())
+        raise ValueError(f"{path}: weight has {bad} non-finite value(s) (NaN or Inf); "
+                         "cannot compute its singular bases")
     mats = np.asarray(spec.to_matrix(jnp.asarray(host))).reshape(-1, m, n)
     ins, outs = [], []
     for i, k in enumerate(ks.ravel().tolist()):

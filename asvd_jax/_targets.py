@@ -150,15 +150,34 @@ def select_targets(
 
     leaves, treedef = flatten_with_paths(params)
     used_inc, used_exc, used_spec = set(), set(), set()
+    used_matrix: set = set()  # include patterns that matched at least one leaf with ndim >= 2
+    non_matrix: dict = {}  # pattern index -> (first non-matrix leaf it matched, its shape)
+    spec_non_matrix: dict = {}
     out = []
     for path, leaf in leaves:
         excluded = [i for i, r in enumerate(exc) if r.search(path)]
         used_exc.update(excluded)
         hits = [i for i, r in enumerate(inc) if r.search(path)] if inc is not None else [None]
         used_inc.update(h for h in hits if h is not None)
-        if not hits or getattr(leaf, "ndim", 0) < 2:
+        if not hits:
             out.append(None)
             continue
+        if getattr(leaf, "ndim", 0) < 2:
+            shape = tuple(getattr(leaf, "shape", ()))
+            for h in hits:
+                if h is None:
+                    continue
+                if inc[h].fullmatch(path):
+                    raise ValueError(f"{path}: include pattern {_pattern(include, h)!r} names "
+                                     f"a leaf of shape {shape}, which is not a matrix "
+                                     "(targets need ndim >= 2)")
+                non_matrix.setdefault(h, (path, shape))
+            for i, r in enumerate(spec_res):
+                if r.search(path):
+                    spec_non_matrix.setdefault(i, (path, shape))
+            out.append(None)
+            continue
+        used_matrix.update(h for h in hits if h is not None)
         if not is_floating(leaf):
             if inc is not None:
                 raise TypeError(f"{path}: include pattern {include!r} matches a non-floating "
@@ -171,6 +190,13 @@ def select_targets(
         out.append(_spec_for(path, leaf, spec_items, spec_res, used_spec, batch_axes))
 
     if inc is not None:
+        # A pattern that picked up only vectors/scalars was meant for something that is not a
+        # matrix: say which leaf, not just that the pattern selected nothing.
+        for i, (path, shape) in non_matrix.items():
+            if i not in used_matrix:
+                raise ValueError(f"{path}: include pattern {_pattern(include, i)!r} matches "
+                                 f"only leaves that are not matrices (this one has shape "
+                                 f"{shape}); only leaves with ndim >= 2 can be targets")
         unused = [include if isinstance(include, str) else include[i]
                   for i in range(len(inc)) if i not in used_inc]
         if unused:
@@ -180,6 +206,10 @@ def select_targets(
         unused = [excl[i] for i in range(len(exc)) if i not in used_exc]
         if unused:
             raise ValueError(f"exclude pattern(s) {unused} match no parameter path")
+    for i, (path, shape) in spec_non_matrix.items():
+        if i not in used_spec:
+            raise ValueError(f"{path}: specs pattern {spec_items[i][0]!r} matches only leaves "
+                             f"that are not matrices (this one has shape {shape})")
     unused = [spec_items[i][0] for i in range(len(spec_items)) if i not in used_spec]
     if unused:
         raise ValueError(f"specs pattern(s) {unused} match no target")
@@ -187,6 +217,10 @@ def select_targets(
         raise ValueError("no target matrix selected: check include/exclude patterns "
                          f"(include={include!r}, exclude={exclude!r})")
     return treedef.unflatten(out)
+
+
+def _pattern(patterns, i: int) -> str:
+    return patterns if isinstance(patterns, str) else patterns[i]
 
 
 def _spec_for(path, leaf, spec_items, spec_res, used_spec, batch_axes) -> MatrixSpec:

@@ -149,3 +149,19 @@ def test_randomized_complement_storage():
     _, _, bt = np.linalg.svd(w)
     c = np.asarray(b.output, np.float64)
     assert_close(c @ c.T, np.eye(20) - bt[:15].T @ bt[:15], "float32", scale=1.0)
+
+
+@pytest.mark.parametrize("method", ["exact", "randomized"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weight_raises_naming_the_path(method, bad):
+    rng = np.random.default_rng(3)
+    w = matrix_with_spectrum(rng, 10, 6)
+    w[4, 2] = bad
+    params = {"ok": {"kernel": jnp.asarray(matrix_with_spectrum(rng, 6, 6), jnp.float32)},
+              "mlp": {"kernel": jnp.asarray(w, jnp.float32)}}
+    t = aj.select_targets(params)
+    with pytest.raises(ValueError, match=r"mlp/kernel: weight has 1 non-finite value"):
+        aj.compute_bases(params, {"ok/kernel": 2, "mlp/kernel": 2}, t, method=method)
+    # Rank 0 needs no SVD but the weight is still bad: same error.
+    with pytest.raises(ValueError, match=r"mlp/kernel"):
+        aj.compute_bases(params, {"ok/kernel": 2, "mlp/kernel": 0}, t, method=method)

@@ -24,13 +24,15 @@ SCRIPT = textwrap.dedent(r"""
     mesh = jax.make_mesh((8,), ("fsdp",), axis_types=(AxisType.Auto,))
     rng = np.random.default_rng(0)
     params = {"mlp": {"kernel": jnp.asarray(rng.normal(size=(64, 48)), jnp.float32)},
+              "mlp2": {"kernel": jnp.asarray(rng.normal(size=(64, 48)), jnp.float32)},
               "stack": {"kernel": jnp.asarray(rng.normal(size=(4, 32, 40)), jnp.float32)},
               "norm": {"scale": jnp.ones(48)}}
     targets = aj.select_targets(params, specs={"stack": aj.MatrixSpec((-2,), (-1,))})
     # Bases are computed on one device (SVD of sharded input is slow), then placed.
-    bases = aj.compute_bases(params, {"mlp/kernel": 40, "stack/kernel": [3, 30, 0, 32]}, targets)
+    bases = aj.compute_bases(params, {"mlp/kernel": 40, "mlp2/kernel": 40,
+                                      "stack/kernel": [3, 30, 0, 32]}, targets)
     assert bases["mlp"]["kernel"].output_is_complement
-    specs = {"mlp": {"kernel": P("fsdp", None)}, "stack": {"kernel": P(None, "fsdp", None)},
+    specs = {"mlp": {"kernel": P("fsdp", None)}, "mlp2": {"kernel": P("fsdp", None)}, "stack": {"kernel": P(None, "fsdp", None)},
              "norm": {"scale": P()}}
     put = lambda x, s: jax.device_put(x, NamedSharding(mesh, s))
     sharded_params = jax.tree.map(put, params, specs)
@@ -46,9 +48,11 @@ SCRIPT = textwrap.dedent(r"""
     grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), params)
     sharded_grads = jax.tree.map(put, grads, specs)
 
-    for mode in aj.MODES:
+    # Leaf by leaf, and grouped by shape (mlp and mlp2 share one stacked projection).
+    for mode, group in [(m, g) for m in aj.MODES for g in (False, True)]:
         want = jax.jit(aj.project_tree, static_argnums=2)(grads, bases, mode)
-        got = jax.jit(aj.project_tree, static_argnums=2)(sharded_grads, sharded_bases, mode)
+        got = jax.jit(aj.project_tree, static_argnums=(2, 3, 4))(sharded_grads, sharded_bases,
+                                                                 mode, "highest", group)
         for (path, g), w, s, sg in zip(aj.flatten_with_paths(got)[0], jax.tree.leaves(want),
                                       jax.tree.leaves(sharded_grads), jax.tree.leaves(grads)):
             assert_close(g, np.asarray(w), "float32", scale=float(np.abs(sg).max()),

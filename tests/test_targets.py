@@ -104,3 +104,23 @@ def test_shape_dtype_struct_and_nnx_state():
     model = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
     state = nnx.state(model, nnx.Param)
     assert [p for p, _ in aj.list_targets(aj.select_targets(state))] == ["kernel"]
+
+
+def test_named_non_matrix_leaf_raises_naming_the_leaf():
+    params = llama_like()
+    # A pattern that spells out a vector's path.
+    with pytest.raises(ValueError, match=r"layers/0/mlp/up/bias: include pattern .* not a matrix"):
+        aj.select_targets(params, include=["attn", "layers/0/mlp/up/bias"], exclude=())
+    # A pattern that reaches only vectors names the first one it matched.
+    with pytest.raises(ValueError, match=r"layers/0/input_norm/scale: include pattern 'input_norm'"):
+        aj.select_targets(params, include=["attn", "input_norm"])
+    with pytest.raises(ValueError, match=r"final_norm/scale: specs pattern 'final_norm'"):
+        aj.select_targets(params, specs={"final_norm": aj.MatrixSpec()})
+    # Patterns that also reach matrices keep working: "mlp" matches kernels and a bias.
+    t = aj.select_targets(params, include="mlp", exclude=())
+    assert [p for p, _ in aj.list_targets(t)] == [
+        "layers/0/mlp/down/kernel", "layers/0/mlp/up/kernel",
+        "layers/1/mlp/down/kernel", "layers/1/mlp/up/kernel"]
+    # A leaf with more axes than a matrix and no spec is named too.
+    with pytest.raises(ValueError, match=r"conv/kernel: leaf of shape \(2, 3, 4\)"):
+        aj.select_targets({"conv": {"kernel": jnp.zeros((2, 3, 4))}})

@@ -112,8 +112,15 @@ def test_set_bases_errors():
     with pytest.raises(ValueError, match="ProjectOutProtectedState"):
         aj.set_bases(optax.adam(1e-3).init(params), bases_for(params, 2))
     state = aj.with_projection(optax.adam(1e-3)).init(params)
-    with pytest.raises(ValueError, match="structure"):
+    with pytest.raises(ValueError, match="structure.*'dense/bias' is missing"):
         aj.set_bases(state, {"dense": {"kernel": None}})
+    extra = dict(bases_for(params, 2), head={"kernel": None})
+    with pytest.raises(ValueError, match="new bases entry 'head/kernel' has no counterpart"):
+        aj.set_bases(state, extra)
+    nested = {"dense": {"kernel": bases_for(params, 2)["dense"]["kernel"],
+                        "bias": None, "extra_leaf": None}}
+    with pytest.raises(ValueError, match="'dense/extra_leaf' has no counterpart"):
+        aj.set_bases(state, nested)
 
 
 def test_inject_hyperparams():
@@ -188,20 +195,17 @@ def test_partition_and_masked():
     assert leak(p, params, bases) < 1e-5
 
 
-def test_bf16_params_keep_dtype():
+def test_updates_keep_dtype_with_float32_master_params():
+    """bf16 gradients of float32 params: the update keeps the gradient's dtype.
+
+    (bf16 *params* are refused: tests/test_precision.py.)
+    """
     params, loss = least_squares(10)
-    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), params)
     bases = bases_for(params, 4)
-    loss32 = lambda q: loss(jax.tree.map(lambda x: x.astype(jnp.float32), q))  # noqa: E731
-    tx = aj.with_projection(optax.adamw(1e-2, weight_decay=0.1), bases)
-    p, state = train(params, loss32, tx, 5)
-    assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(p))
-    u, _ = jax.jit(tx.update)(jax.grad(loss32)(p), state, p)
+    tx = aj.project_out_protected(bases)
+    g = jax.tree.map(lambda x: x.astype(jnp.bfloat16), jax.grad(loss)(params))
+    u, _ = jax.jit(tx.update)(g, tx.init(params), params)
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(u))
-    # The update is projected in float32 and rounded to bf16 (relative error 2^-8): that
-    # rounding, not float32's, bounds its protected part.
-    rel = float(aj.protected_leakage(u, bases)["dense/kernel"])
-    assert rel < 1e-2, rel
 
 
 def test_init_accepts_shape_dtype_structs():

@@ -37,7 +37,9 @@ class ModelConfig:
     path: str = ""
     """Folder, file or hub id for ``hf`` / ``gguf`` / ``hub`` sources."""
     dtype: str = "float32"
-    """Parameter dtype: ``float32`` or ``bfloat16``."""
+    """Compute dtype: ``float32`` or ``bfloat16``. Parameters, AdamW moments and bases are
+    float32 either way (master weights): ``bfloat16`` runs the forward and backward matmuls in
+    bf16 on float32 weights, which keeps the projection exact (docs/core.md)."""
     random_layers: int = 2
     """Layers of the ``random`` model."""
     random_width: int = 64
@@ -120,6 +122,17 @@ class MethodConfig:
     """Target regexes over parameter paths; empty = the model family's default targets."""
     targets_exclude: tuple[str, ...] = ()
     """Regexes removed from the targets."""
+    projection_precision: str = "highest"
+    """Matmul precision of the projection: ``highest`` (exact float32), ``high`` or
+    ``default`` (fewer bf16/tf32 passes on GPUs/TPUs; the same on CPU). docs/core.md."""
+    group_shapes: bool = False
+    """Project same-shaped target matrices as one stack (one batched product per shape);
+    for accelerators, slower on CPU (docs/core.md)."""
+    leakage_from: str = "updates"
+    """What the logged leakage measures: ``updates`` (the float32 sum of the applied updates,
+    kept in the optimizer state: ~1e-6 for an exact run, one float32 copy of the targets in
+    memory) or ``weights`` (``W_t - W_0``: no extra memory, but the weights' float32 rounding
+    reads as up to ~1e-2 on nearly frozen matrices)."""
     train_non_targets: bool = True
     """Train embeddings, norms and head without constraint (as all public code does)."""
     ewc_lambda: float = 1000.0
@@ -324,6 +337,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.suite": ("offline", "offline_disjoint", "olora", "trace", "custom", "fixture"),
     "method.name": ("asvd", "seqft", "mtl", "ewc", "lora", "olora"),
     "method.projection": ("strict", "paper", "input", "output", "none"),
+    "method.leakage_from": ("updates", "weights"),
+    "method.projection_precision": ("highest", "high", "default"),
     "method.rank_policy": ("paper", "budget", "progressive", "uniform", "energy"),
     "train.schedule": ("constant", "linear", "cosine"),
     "eval.protocol": ("auto", "generate", "options", "both"),

@@ -58,18 +58,22 @@ def load_model(cfg: ModelConfig) -> tuple[Any, Any, tuple[str, ...]]:
             f"model.source: {cfg.source!r} is not available for family {cfg.family!r} "
             f"(choose from {SOURCES.get(cfg.family)})"
         )
-    dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+    # model.dtype is the compute dtype; parameters (and so AdamW moments and bases) stay
+    # float32 master weights: adding projected updates to bf16 weights would round every
+    # step's sum to bf16 and leak into the protected subspace (docs/core.md, bf16 training).
+    kw = dict(dtype=jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32,
+              param_dtype=jnp.float32)
     if cfg.family == "llama":
         from asvd_jax.models import llama
 
         if cfg.source == "smollm2":
-            model, tok = llama.load_smollm2(param_dtype=dtype)
+            model, tok = llama.load_smollm2(**kw)
         elif cfg.source == "hf":
-            model, tok = llama.load_hf(_check_path(cfg, "Hugging Face folder"), param_dtype=dtype)
+            model, tok = llama.load_hf(_check_path(cfg, "Hugging Face folder"), **kw)
         elif cfg.source == "gguf":
-            model, tok = llama.load_gguf(_check_path(cfg, "GGUF file"), param_dtype=dtype)
+            model, tok = llama.load_gguf(_check_path(cfg, "GGUF file"), **kw)
         elif cfg.source == "hub":
-            model, tok = llama.load_hub(_check_path(cfg, "hub id"), param_dtype=dtype)
+            model, tok = llama.load_hub(_check_path(cfg, "hub id"), **kw)
         else:
             tok = byte_tokenizer()
             width = cfg.random_width
@@ -80,28 +84,28 @@ def load_model(cfg: ModelConfig) -> tuple[Any, Any, tuple[str, ...]]:
                 bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
                 max_position_embeddings=1024,
             )
-            model = llama.init_llama(config, seed=0, param_dtype=dtype)
+            model = llama.init_llama(config, seed=0, **kw)
         return model, tok, tuple(llama.DEFAULT_TARGETS)
     if cfg.family == "bert":
         from asvd_jax.models import bert
 
         if cfg.source == "minilm":
-            model, tok = bert.load_minilm()
+            model, tok = bert.load_minilm(**kw)
         elif cfg.source == "hf":
-            model, tok = bert.load_hf(_check_path(cfg, "Hugging Face folder"))
+            model, tok = bert.load_hf(_check_path(cfg, "Hugging Face folder"), **kw)
         else:
             tok = byte_tokenizer()
-            model = bert.init_random(_tiny_bert_config(bert, cfg, tok), seed=0)
+            model = bert.init_random(_tiny_bert_config(bert, cfg, tok), seed=0, **kw)
         return model, tok, tuple(bert.DEFAULT_TARGETS)
     from asvd_jax.models import t5
 
     if cfg.source == "hf":
-        model, tok = t5.load_hf(_check_path(cfg, "Hugging Face folder"), param_dtype=dtype)
+        model, tok = t5.load_hf(_check_path(cfg, "Hugging Face folder"), **kw)
     elif cfg.source == "hub":
-        model, tok = t5.load_hub(_check_path(cfg, "hub id"), param_dtype=dtype)
+        model, tok = t5.load_hub(_check_path(cfg, "hub id"), **kw)
     else:
         tok = byte_tokenizer()
-        model = t5.init_random(_tiny_t5_config(t5, cfg, tok), seed=0, param_dtype=dtype)
+        model = t5.init_random(_tiny_t5_config(t5, cfg, tok), seed=0, **kw)
     return model, tok, tuple(t5.DEFAULT_TARGETS)
 
 

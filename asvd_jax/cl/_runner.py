@@ -488,13 +488,17 @@ class Runner:
                         and (micro // c.train.grad_accum) % c.train.leakage_every == 0
                         and micro % c.train.grad_accum == 0):
                     leakage_log.append({"optimizer_step": micro // c.train.grad_accum,
-                                        **leak_fn(trainable, ctx)})
+                                        **leak_fn(trainable, ctx, opt_state)})
         train_seconds = time.perf_counter() - t
         self._timed("train", train_seconds)
         if stop is not None:
             trainable = stop.restore(trainable)  # the best dev evaluation's weights
         new_moments = None if c.train.fresh_optimizer else adam_states(opt_state)
         params, record = self.method.finish_task(trainable, frozen, ctx)
+        leak_fn = getattr(self.method, "leakage", None)
+        leak = leak_fn(trainable, ctx, opt_state) if leak_fn is not None else None
+        if leak:
+            record["leakage"] = leak
         params = shard_tree(params, self.mesh)
         full_record = dict(record)
         if "rank_plan" in record:
