@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="asvd,seqft", help="comma-separated method names")
     p = sub.add_parser("report", help="rebuild the heatmap and summary of run directories")
     p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--capacity-floor", type=float, default=0.1, metavar="FRACTION",
+                   help="warn when a matrix's free rank (now or projected at the next task) is "
+                        "below this fraction of its size (ASVD runs; default 0.1)")
     p = sub.add_parser("data", help="print the task sequence's sizes and class counts")
     _common(p)
     p = sub.add_parser("config", help="print the resolved config")
@@ -105,6 +108,13 @@ def _report(args) -> int:
         all_metrics.append(m)
         if len(args.run_dirs) == 1:
             print(summary_markdown(m))
+        from asvd_jax.analysis._capacity import write_capacity_report
+
+        png, warnings = write_capacity_report(d, args.capacity_floor)
+        if png:
+            print(f"capacity heatmap: {png}")
+        for line in warnings:
+            print(line)
     if len(all_metrics) > 1:
         print(comparison_table(all_metrics))
     return 0
