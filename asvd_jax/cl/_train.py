@@ -68,7 +68,7 @@ def make_train_step(adapter: Any, method: Any, opt: optax.GradientTransformation
         (_, (task_loss, pen)), grads = jax.value_and_grad(total, has_aux=True)(trainable)
         updates, opt_state = opt.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
-        return trainable, opt_state, task_loss, pen, optax.global_norm(grads)
+        return trainable, opt_state, task_loss, pen, optax.tree.norm(grads)
 
     return jax.jit(step, donate_argnums=(0, 2))
 
