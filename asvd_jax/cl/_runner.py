@@ -199,7 +199,8 @@ class Runner:
             self.stages = [("joint", joint)]
         else:
             self.stages = [(task.name, [(task, ex) for ex in task.train]) for task in self.tasks]
-        self.ckpt = Checkpointer(self.run_dir)
+        self.ckpt = Checkpointer(self.run_dir, keep_tasks=c.checkpoint.keep_tasks,
+                                 keep_steps=max(c.checkpoint.keep_steps, 1))
         from asvd_jax.cl._trackers import Trackers
 
         self.trackers = Trackers(c.run.trackers, self.run_dir, to_dict(c))
