@@ -267,3 +267,35 @@ def test_model_card_base_model_of_packaged_and_hub_models():
     assert base_model(load_config(None, ["model.family=bert", "model.source=minilm"])) == \
         "sentence-transformers/all-MiniLM-L6-v2"
     assert base_model(load_config(None, ["model.source=hub", "model.path=org/name"])) == "org/name"
+
+
+# --------------------------------------------------------------------- old checkpoint layout
+@pytest.mark.slow
+def test_run_directory_of_the_old_layout_resumes(tmp_path, monkeypatch):
+    """Task 1 checkpointed as versions before CheckpointManager did (checkpoints/task-0000/
+    with meta.json); the resumed run reads it and ends with the uninterrupted run's metrics."""
+    from test_cl_checkpoint import _save_legacy
+
+    from asvd_jax.cl import _runner
+    from asvd_jax.cl._checkpoint import Checkpointer
+
+    class OldLayout(Checkpointer):
+        def save(self, name, groups, meta, raw=None):
+            _save_legacy(self.root, name, groups, meta, {g: v for g, v in (raw or {}).items() if v})
+            return name
+
+    fx = write_fixture(str(tmp_path / "fixture"), n_train=16, n_test=8)
+    overrides = TINY + [f"data.path={fx}", "run.trackers=[]", "checkpoint.export_hf=false"]
+    full = run(load_config(None, overrides), run_dir=str(tmp_path / "full"))
+    monkeypatch.setattr(_runner, "Checkpointer", OldLayout)
+    run(load_config(None, overrides + ["run.stop_after_task=0"]), run_dir=str(tmp_path / "old"))
+    assert (tmp_path / "old" / "checkpoints" / "task-0000" / "meta.json").is_file()
+    assert not (tmp_path / "old" / "checkpoints" / "tasks").exists()
+    monkeypatch.setattr(_runner, "Checkpointer", Checkpointer)
+    resumed = run(load_config(None, overrides), run_dir=str(tmp_path / "old"), resume=True)
+    for m in (full, resumed):
+        m.pop("timing"), m.pop("name")
+        for row in m["rows"]:
+            row["train"].pop("seconds")
+    assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(full))
+    assert Checkpointer(tmp_path / "old").latest()["name"] == "task-0001"
