@@ -290,7 +290,8 @@ def test_run_directory_of_the_old_layout_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(_runner, "Checkpointer", OldLayout)
     run(load_config(None, overrides + ["run.stop_after_task=0"]), run_dir=str(tmp_path / "old"))
     assert (tmp_path / "old" / "checkpoints" / "task-0000" / "meta.json").is_file()
-    assert not (tmp_path / "old" / "checkpoints" / "tasks").exists()
+    tasks = tmp_path / "old" / "checkpoints" / "tasks"  # the managers' folders stay empty
+    assert not tasks.exists() or not any(tasks.iterdir())
     monkeypatch.setattr(_runner, "Checkpointer", Checkpointer)
     resumed = run(load_config(None, overrides), run_dir=str(tmp_path / "old"), resume=True)
     for m in (full, resumed):
