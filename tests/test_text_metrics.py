@@ -255,3 +255,17 @@ def test_metrics_name_the_missing_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "rapidfuzz.fuzz", None)
     with pytest.raises(ImportError, match=r"asvd_jax\[metrics\]"):
         edit_similarity("a", "b")
+
+
+@pytest.mark.parametrize("text", [
+    "About 95 species are currently accepted.",
+    "Der Preis: 1.000,50 Fr.-und mehr! Das gilt ab 1. Januar 2024.",
+    'x-ray &amp; "quotes" (a,b) 3-4 &lt;tag&gt;',
+    "Zeile eins-\nzwei\nund drei <skipped> Ende.",
+    "",
+])
+def test_sari_tokens_equal_sacrebleu_13a(text):
+    # Hugging Face evaluate's SARI (TRACE's scorer) lower-cases and applies sacrebleu's 13a
+    # tokenizer; ours must split every text the same way.
+    Tokenizer13a = pytest.importorskip("sacrebleu.tokenizers.tokenizer_13a").Tokenizer13a
+    assert " ".join(tm._sari_tokens(text)) == Tokenizer13a()(text.lower())
