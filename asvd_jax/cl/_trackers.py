@@ -8,7 +8,9 @@
   makes a network call on its own; ``wandb sync`` uploads later). Needs ``pip install wandb``.
 
 Per step (one micro-batch; the x axis is the micro-batch count over the whole run, so a
-resumed run continues the curve): ``train/loss``, ``train/lr``, ``train/grad_norm``,
+resumed run continues the curve; after a kill mid-task the
+micro-batches since the last checkpoint are trained and logged again, so a step can appear
+twice: the later entry is the one the run kept): ``train/loss``, ``train/lr``, ``train/grad_norm``,
 ``train/step_seconds``. Per task: ``eval/<task>`` (the accuracy row), ``eval/average_accuracy``
 and ``eval/bwt`` over the tasks seen so far, ``ranks/<matrix type>/protected_fraction``,
 ``capacity/<matrix type>/free_fraction``, ``leakage/max`` / ``leakage/mean``, and
