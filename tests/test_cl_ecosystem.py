@@ -14,6 +14,7 @@ import pytest
 from asvd_jax.cl import load_config, run
 from asvd_jax.cl._config import ConfigError
 from asvd_jax.cl._fixture import write_fixture
+from tolerances import assert_close
 
 TINY = ["model.source=random", "model.random_width=32", "data.suite=custom", "data.max_len=64",
         "train.lr=3e-3", "train.batch_size=8", "eval.batch_size=16", "method.stats_examples=16",
@@ -27,9 +28,20 @@ def resumed_run(tmp_path_factory):
     fx = write_fixture(str(root / "fixture"), n_train=16, n_test=8)
     overrides = TINY + [f"data.path={fx}"]
     run_dir = str(root / "run")
-    run(load_config(None, overrides + ["run.stop_after_task=0"]), run_dir=run_dir)
+    # The first segment through Runner, to keep the weights task 2's plan is made from.
+    from asvd_jax.cl._runner import Runner
+    from asvd_jax.ranks._matrix import params_by_path
+
+    first = Runner(load_config(None, overrides + ["run.stop_after_task=0"]), run_dir=run_dir)
+    first.run()
+    first.trackers.close()
+    q = np.asarray(params_by_path(first.params)["layers/0/attn/q_proj/kernel"], np.float64)
     metrics = run(load_config(None, overrides), run_dir=run_dir, resume=True)
+    _TASK1_END["q_proj"] = q
     return root / "run", metrics
+
+
+_TASK1_END = {}  # layers/0/attn/q_proj/kernel after task 1 (filled by the fixture)
 
 
 def _read_events(folder):
@@ -172,10 +184,13 @@ def test_capacity_file_after_each_task(resumed_run):
     plan = json.loads(next((run_dir / "rank_plans").glob("task-0001-*.json")).read_text())
     k = {e["path"]: e["k"] for e in plan["entries"]}[q]
     assert (m1["protected"], m1["free"], m1["projected_free"]) == (k, d - k, None)  # last task
-    # Free energy against a float64 SVD of the exported weight (HF layout: transposed).
+    # Free energy of the spectrum task 2's plan was made from (the weights after task 1),
+    # against a float64 SVD; the method's own SVD ran in float32.
+    s = np.linalg.svd(_TASK1_END["q_proj"], compute_uv=False)
+    assert_close(m1["free_energy"], np.sum(s[k:] ** 2) / np.sum(s ** 2), "float32")
+    # The exported model is the one after task 2: it differs from the weights after task 1.
     w = load_file(str(run_dir / "model" / "model.safetensors"))["model.layers.0.self_attn.q_proj.weight"]
-    s = np.linalg.svd(w.astype(np.float64), compute_uv=False)
-    assert m1["free_energy"] == pytest.approx(np.sum(s[k:] ** 2) / np.sum(s ** 2), rel=1e-9)
+    assert not np.allclose(w.T, _TASK1_END["q_proj"])
     assert second["by_type"]["attn/q_proj"]["free_fraction"] == pytest.approx((d - k) / d)
 
 
@@ -198,6 +213,11 @@ def test_capacity_record_on_known_spectrum():
     assert m["free_energy"] == pytest.approx(np.sum(s[1:] ** 2) / np.sum(s ** 2), rel=1e-12)
     m = rec["matrices"]["layers/1/q_proj/kernel"]
     assert m["free_energy"] == pytest.approx(s[3] ** 2 / np.sum(s ** 2), rel=1e-12)
+    # Given the spectrum the plan was made from, no SVD of params: those values are used.
+    given = capacity_record(params, targets, {"layers/0/q_proj/kernel": 1, "layers/1/q_proj/kernel": 3},
+                            policy, 1, 3, "t", {"layers/0/q_proj/kernel": np.array([2.0, 1.0, 1.0, 0.0])})
+    assert given["matrices"]["layers/0/q_proj/kernel"]["free_energy"] == pytest.approx(2 / 6)
+    assert given["matrices"]["layers/1/q_proj/kernel"]["free_energy"] == m["free_energy"]
     assert rec["by_type"]["q_proj"] == {"free_fraction": pytest.approx(0.5), "min_free": 1,
                                         "free_energy": pytest.approx(np.mean(
                                             [np.sum(s[1:] ** 2), s[3] ** 2]) / np.sum(s ** 2))}

@@ -5,8 +5,12 @@ After every task of an ASVD run, per target matrix (per stack entry of a stacked
 - ``protected``: the rank k the task was trained with (the top-k singular directions of the
   weight were held fixed; 0 for the first task),
 - ``free``: ``min_dim - protected``, the rank the task could change,
-- ``free_energy``: share of the weight's squared singular values (the spectrum's energy) after
-  the task that lies beyond the top ``protected`` directions,
+- ``free_energy``: share of the weight's squared singular values (the spectrum's energy) that
+  lies beyond the top ``protected`` directions, in the spectrum the task's plan was made from
+  (the SVD at the task boundary, which the method computes anyway; 1 for a task without
+  protection). Computing it from the weights after the task instead would cost one more SVD
+  per matrix: a first version did, and took 366 s for one task of notebook 2's SmolLM2-135M
+  run on the shared 2-core machine (training took 106 s).
 - ``projected_free``: the free rank at the next task under the run's rank policy. Exact for
   "progressive" and "uniform", whose ranks depend only on the task index; "paper" and
   "energy" decide from the next task's statistics, which do not exist yet, so their
@@ -64,11 +68,14 @@ def _free_energy(s: np.ndarray, k: int) -> float:
 
 
 def capacity_record(params: Any, targets: Any, protected: Mapping[str, Any] | None,
-                    policy: Mapping[str, Any], stage: int, num_stages: int, task: str) -> dict:
+                    policy: Mapping[str, Any], stage: int, num_stages: int, task: str,
+                    singular_values: Mapping[str, Any] | None = None) -> dict:
     """The capacity of every target after stage ``stage``.
 
     ``protected``: ``{path: k}`` of the rank plan the stage trained with (ints, or flat
     lists for stacked leaves), None for a stage without one (every rank free).
+    ``singular_values``: ``{path: (*stack, min_dim)}`` of the spectrum the plan was made from;
+    a path without them is decomposed here (``params``, float64).
     """
     import jax
 
@@ -77,14 +84,20 @@ def capacity_record(params: Any, targets: Any, protected: Mapping[str, Any] | No
     leaves = params_by_path(params)
     matrices: dict[str, dict] = {}
     for path, layout in target_layouts(params, targets).items():
-        host = np.asarray(jax.device_get(leaves[path]), dtype=np.float64)
-        view = np.transpose(host, layout.perm).reshape(layout.stack_size, layout.d_in, layout.d_out)
         ks = np.zeros(layout.stack_size, np.int64) if protected is None else \
             np.broadcast_to(np.asarray(protected[path], np.int64).ravel(), (layout.stack_size,))
         d = layout.min_dim
+        if singular_values is not None and path in singular_values:
+            spectra = np.asarray(singular_values[path], np.float64).reshape(layout.stack_size, d)
+        elif not ks.any():  # nothing protected: all the energy is free, no SVD needed
+            spectra = np.ones((layout.stack_size, d))
+        else:
+            host = np.asarray(jax.device_get(leaves[path]), dtype=np.float64)
+            view = np.transpose(host, layout.perm).reshape(layout.stack_size, layout.d_in, layout.d_out)
+            spectra = np.stack([np.linalg.svd(m, compute_uv=False) for m in view])
         rows = []
         for b in range(layout.stack_size):
-            s = np.linalg.svd(view[b], compute_uv=False)
+            s = spectra[b]
             k = int(ks[b])
             nxt = projected_rank(policy, stage + 1, num_stages, d, k, protected is not None)
             rows.append({"protected": k, "free": d - k, "free_fraction": (d - k) / d,

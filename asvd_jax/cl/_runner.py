@@ -494,7 +494,8 @@ class Runner:
         plan = record.get("rank_plan")
         protected = None if plan is None else {e["path"]: e["k"] for e in plan["entries"]}
         policy = to_dict(self.config.method)
-        rec = capacity_record(params, self.targets, protected, policy, stage, len(self.stages), name)
+        rec = capacity_record(params, self.targets, protected, policy, stage, len(self.stages), name,
+                              getattr(self.method, "singular_values", None))
         update_capacity_file(self.run_dir, rec, policy)
         self._timed("capacity", time.perf_counter() - t)
         return rec
