@@ -165,6 +165,7 @@ else:
         for j, kind in enumerate(kinds):
             ax.plot(np.arange(1, len(values) + 1), values[:, j], marker="o", ms=4,
                     label=kind.split("/")[-1])
+        ax.set_xticks(np.arange(1, len(values) + 1))
         ax.set_xlabel("after task")
         ax.set_title(label)
         ax.set_ylim(-0.02, 1.02)
