@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="format of the comparison table (default markdown)")
     p.add_argument("--out", default=None, metavar="FILE",
                    help="save the comparison table to FILE (.csv: CSV) instead of printing it")
+    p.add_argument("--capacity-floor", type=float, default=0.1, metavar="FRACTION",
+                   help="warn when a matrix's free rank (now or projected at the next task) is "
+                        "below this fraction of its size (ASVD runs; default 0.1); the heatmap "
+                         "capacity.png is drawn with --write")
     p = sub.add_parser("data", help="print the task sequence's sizes and class counts")
     _common(p)
     p.add_argument("--custom", metavar="YAML", default=None,
@@ -108,6 +112,7 @@ def _report(args) -> int:
     from asvd_jax.cl._report import load_metrics, summary_markdown, write_report
     from asvd_jax.cl._report_cli import comparison_output, write_text_atomic
 
+    from asvd_jax.analysis._capacity import capacity_warnings, load_capacity, write_capacity_report
     from asvd_jax.analysis._seeds import expand_run_dirs
 
     run_dirs = expand_run_dirs(args.run_dirs)  # a multi-seed parent stands for its seed<k>/
@@ -115,6 +120,12 @@ def _report(args) -> int:
     if args.write:
         for d, m in zip(run_dirs, all_metrics):
             write_report(d, m)
+            png, _ = write_capacity_report(d, args.capacity_floor)
+            if png:
+                print(f"capacity heatmap: {png}", file=sys.stderr)
+    for d in run_dirs:  # free capacity running out, now or at the next task (ASVD runs)
+        for line in capacity_warnings(load_capacity(d), args.capacity_floor):
+            print(f"{d}: {line}" if len(run_dirs) > 1 else line)
     fmt = "csv" if args.out and args.out.lower().endswith(".csv") else args.format
     if len(all_metrics) == 1 and not args.out and fmt == "markdown":
         print(summary_markdown(all_metrics[0]))

@@ -62,3 +62,69 @@ def test_prune_keeps_newest(tmp_path):
     assert ck.committed() == ["step-0000-000002"]
     with open(os.path.join(ck.root, "latest.json")) as f:
         assert json.load(f)["name"] == "step-0000-000002"
+
+
+# ------------------------------------------------- CheckpointManager layout and old run dirs
+def test_manager_layout_retention_and_atomicity(tmp_path):
+    ck = Checkpointer(tmp_path, keep_tasks=2, keep_steps=1)
+    for stage in range(3):
+        ck.save(f"step-{stage:04d}-000001", {"p": {"w": jnp.ones(2)}}, {"kind": "step"})
+        ck.save(f"task-{stage:04d}", {"p": {"w": jnp.ones(2) * stage}}, {"kind": "task"})
+    # max_to_keep: the two newest task ends, the newest mid-task checkpoint.
+    assert ck.committed() == ["step-0002-000001", "task-0001", "task-0002"]
+    assert sorted(os.listdir(os.path.join(ck.root, "tasks"))) == ["1", "2"]
+    assert os.listdir(os.path.join(ck.root, "steps")) == ["2000001"]
+    assert ck.latest()["name"] == "task-0002"  # run order: a stage's task end after its steps
+    # A save killed half-way leaves only orbax's temporary folder: invisible, then cleaned up.
+    tmp = os.path.join(ck.root, "tasks", "3.orbax-checkpoint-tmp-1234")
+    os.makedirs(os.path.join(tmp, "group_p"))
+    ck2 = Checkpointer(tmp_path, keep_tasks=2)
+    assert ck2.latest()["name"] == "task-0002" and not os.path.exists(tmp)
+    with pytest.raises(ValueError, match="task-NNNN or step-NNNN-NNNNNN"):
+        ck.save("final", {"p": {"w": jnp.ones(2)}}, {})
+
+
+def _save_legacy(root, name, groups, meta, raw=None):
+    """A checkpoint as versions before CheckpointManager wrote it: checkpoints/<name>/
+    group-<g>/ (StandardCheckpointer, flat {index: leaf}), raw/, meta.json, latest.json."""
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(root, name)
+    os.makedirs(path)
+    ckpt = ocp.StandardCheckpointer()
+    counts = {}
+    for g, v in groups.items():
+        leaves = jax.tree_util.tree_leaves(v)
+        counts[g] = len(leaves)
+        ckpt.save(os.path.join(path, f"group-{g}"), {f"{i:06d}": l for i, l in enumerate(leaves)})
+    if raw:
+        ckpt.save(os.path.join(path, "raw"), raw)
+    ckpt.wait_until_finished()
+    ckpt.close()
+    with open(os.path.join(path, "meta.json"), "w") as f:
+        json.dump({**meta, "name": name, "leaf_counts": counts, "raw_groups": sorted(raw or {})}, f)
+    with open(os.path.join(root, "latest.json"), "w") as f:
+        json.dump({"name": name}, f)
+
+
+def test_old_layout_still_restores_then_new_saves_take_over(tmp_path):
+    rng = np.random.default_rng()
+    params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32), "b": jnp.arange(3)}
+    root = os.path.join(tmp_path, "checkpoints")
+    os.makedirs(root)
+    _save_legacy(root, "task-0000", {"params": params}, {"kind": "task", "stage": 0},
+                 raw={"carry": {"f": np.full(2, 7.0)}})
+    ck = Checkpointer(tmp_path)
+    assert ck.latest()["name"] == "task-0000" and ck.latest()["stage"] == 0
+    out = ck.restore("task-0000", {"params": jax.tree.map(jnp.zeros_like, params)})["params"]
+    for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(params)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(ck.restore_raw("task-0000", "carry")["f"], np.full(2, 7.0))
+    with pytest.raises(CheckpointMismatch, match="group 'params' has 2 arrays"):
+        ck.restore("task-0000", {"params": {"w": params["w"]}})
+    # The next task end goes to the manager and is the newest; pruning removes the old folder.
+    ck.save("task-0001", {"params": params}, {"kind": "task", "stage": 1})
+    assert ck.latest()["name"] == "task-0001"
+    ck.prune("task-", keep=1)
+    assert ck.committed() == ["task-0001"] and not os.path.exists(os.path.join(root, "task-0000"))

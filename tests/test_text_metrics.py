@@ -204,3 +204,68 @@ def test_adapter_scores_trace_tasks_with_their_metric(monkeypatch, family):
         assert out["accuracy"] == out["generate_accuracy"] == pytest.approx(want)
         assert out.get("metric") == metric
         assert 0.0 <= out["accuracy"] <= 1.0
+
+
+# ------------------------------------------------------------- parity with reference packages
+_PAIRS = [
+    ("the cat sat on the mat", "the cat is on the mat"),
+    ("police killed the gunman", "the gunman kill police"),
+    ("The council approved the 2024 budget, 7-2.", "Council approves budget for 2024."),
+    ("def f(x):\n    return x + 1", "def f(y):\n    return y+1"),
+    ("", "something"),
+    ("a", "a"),
+    ("Residents asked about parking; staff will report back in May.",
+     "Staff will report on parking in May after residents' questions."),
+]
+
+
+@pytest.mark.parametrize("prediction,reference", _PAIRS)
+def test_rouge_l_equals_rouge_score(prediction, reference):
+    # On ASCII text the tokenizer is rouge_score's default, so the value must be the package's.
+    from rouge_score.rouge_scorer import RougeScorer
+
+    want = RougeScorer(["rougeL"]).score(reference, prediction)["rougeL"].fmeasure
+    assert rouge_l(prediction, reference) == pytest.approx(want, abs=1e-12)
+
+
+def test_rouge_l_keeps_non_ascii_words_where_rouge_score_drops_them():
+    from rouge_score.rouge_scorer import RougeScorer
+
+    # rouge_score's default tokenizer turns "Größe" into "gr", "e"; ours keeps "größe".
+    default = RougeScorer(["rougeL"]).score("die größe stadt", "die große stadt")["rougeL"].fmeasure
+    assert default == pytest.approx(2 * 3 / 4 * 3 / 4 / (3 / 4 + 3 / 4))  # gr, e, die/stadt
+    assert rouge_l("die große stadt", "die größe stadt") == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("prediction,reference", _PAIRS)
+def test_edit_similarity_equals_rapidfuzz_and_fuzzywuzzy_ratio(prediction, reference):
+    from rapidfuzz import fuzz
+
+    got = edit_similarity(prediction, reference)
+    assert got == pytest.approx(fuzz.ratio(prediction, reference) / 100, abs=1e-12)
+    # fuzzywuzzy's fuzz.ratio (TRACE) is the same number rounded to a whole percent.
+    assert round(100 * got) == round(fuzz.ratio(prediction, reference))
+
+
+def test_metrics_name_the_missing_package(monkeypatch):
+    import sys
+
+    # A None entry in sys.modules makes the import fail as if the package were not installed.
+    monkeypatch.setitem(sys.modules, "rapidfuzz", None)
+    monkeypatch.setitem(sys.modules, "rapidfuzz.fuzz", None)
+    with pytest.raises(ImportError, match=r"asvd_jax\[metrics\]"):
+        edit_similarity("a", "b")
+
+
+@pytest.mark.parametrize("text", [
+    "About 95 species are currently accepted.",
+    "Der Preis: 1.000,50 Fr.-und mehr! Das gilt ab 1. Januar 2024.",
+    'x-ray &amp; "quotes" (a,b) 3-4 &lt;tag&gt;',
+    "Zeile eins-\nzwei\nund drei <skipped> Ende.",
+    "",
+])
+def test_sari_tokens_equal_sacrebleu_13a(text):
+    # Hugging Face evaluate's SARI (TRACE's scorer) lower-cases and applies sacrebleu's 13a
+    # tokenizer; ours must split every text the same way.
+    Tokenizer13a = pytest.importorskip("sacrebleu.tokenizers.tokenizer_13a").Tokenizer13a
+    assert " ".join(tm._sari_tokens(text)) == Tokenizer13a()(text.lower())

@@ -5,6 +5,14 @@ functions import matplotlib when called.
 """
 
 from asvd_jax.analysis._ablation import matrix_type_paths, truncate_ranks
+from asvd_jax.analysis._capacity import (
+    capacity_grid,
+    capacity_over_tasks,
+    capacity_warnings,
+    load_capacity,
+    low_capacity,
+    plot_capacity,
+)
 from asvd_jax.analysis._directions import output_norm_from_statistics, output_norm_per_direction
 from asvd_jax.analysis._plots import (
     plot_accuracy_matrix,
@@ -52,6 +60,9 @@ from asvd_jax.analysis._tables import (
 
 __all__ = [
     "accuracy_matrix",
+    "capacity_grid",
+    "capacity_over_tasks",
+    "capacity_warnings",
     "effective_rank",
     "energy_rank",
     "expand_run_dirs",
@@ -59,7 +70,9 @@ __all__ = [
     "group_by_seed",
     "layer_grid",
     "LayerGrid",
+    "load_capacity",
     "load_run",
+    "low_capacity",
     "matrix_type_paths",
     "MatrixSpectrum",
     "orthonormal_basis",
@@ -69,6 +82,7 @@ __all__ = [
     "plan_values",
     "plans_over_tasks",
     "plot_accuracy_matrix",
+    "plot_capacity",
     "plot_forgetting",
     "plot_layer_grid",
     "plot_output_norms",

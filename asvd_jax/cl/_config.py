@@ -250,6 +250,9 @@ class RunConfig:
     """Threads of the host LAPACK (OpenBLAS) behind the CPU SVDs, set before its first use.
     1: a loaded 2-core machine ran SmolLM2's SVDs 3-10x faster than with the default
     (threads thrash); 0 keeps the library default (many-core hosts)."""
+    trackers: tuple[str, ...] = ("jsonl", "tensorboard")
+    """Where losses, accuracies, ranks and capacity stream while the run runs: "jsonl"
+    (events.jsonl), "tensorboard" (tensorboard/ event files), "wandb" (offline; needs wandb)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,6 +389,11 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
                           f"got {t.patience}, {t.eval_every}, {t.min_delta}, {t.stop_holdout}")
     if not config.train.lr > 0:
         raise ConfigError(f"train.lr: must be > 0, got {config.train.lr}")
+    from asvd_jax.cl._trackers import TRACKERS
+
+    for name in config.run.trackers:
+        if name not in TRACKERS:
+            raise ConfigError(f"run.trackers: {name!r} is not one of {TRACKERS}" + _suggest(name, TRACKERS))
     return config
 
 

@@ -156,6 +156,7 @@ class ASVD(SequentialFineTuning):
         from asvd_jax import ranks
 
         self._bases, self._plan = None, None
+        self.singular_values = None  # {path: (*stack, r)} of this boundary's SVDs (capacity report)
         if ctx.index == 0 or ctx.previous_batches is None:
             return ctx.params, None
         svds = ranks.weight_svds(ctx.params, ctx.targets)
@@ -172,6 +173,7 @@ class ASVD(SequentialFineTuning):
                                                   svds=svds))
         stats = {p: stats[p] for p in paths}  # target order, whatever the grouping
         self._plan = ranks.plan_ranks(stats, self.policy(ctx))
+        self.singular_values = {p: np.asarray(svds[p].singular_values) for p in paths}
         # Bases also for the "none" ablation: nothing is projected, but the leakage record
         # then shows how much of the update lands in what would have been protected.
         self._bases = bases_from_svds(ctx.params, ctx.targets, self._plan.ranks(), svds)

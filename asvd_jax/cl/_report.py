@@ -177,6 +177,11 @@ def write_report(run_dir: str, metrics: dict | None = None) -> dict[str, str]:
         p = plot_accuracy_matrix(metrics, os.path.join(run_dir, name), key)
         if p:
             out[key] = p
+    from asvd_jax.analysis._capacity import write_capacity_report
+
+    capacity_png, _ = write_capacity_report(run_dir)  # ASVD runs: capacity.json's heatmap
+    if capacity_png:
+        out["capacity"] = capacity_png
     path = os.path.join(run_dir, "summary.md")
     text = summary_markdown(metrics)  # built first: an error leaves no temporary file behind
     tmp = f"{path}.tmp{os.getpid()}"

@@ -53,7 +53,7 @@ class RunError(RuntimeError):
 
 
 # Config fields that may differ between a run and its resumption.
-_RESUME_FREE = {("run", "stop_after_task"), ("run", "progress")}
+_RESUME_FREE = {("run", "stop_after_task"), ("run", "progress"), ("run", "trackers")}
 
 
 def default_run_name(config: ExperimentConfig) -> str:
@@ -215,7 +215,11 @@ class Runner:
             self.stages = [("joint", joint)]
         else:
             self.stages = [(task.name, [(task, ex) for ex in task.train]) for task in self.tasks]
-        self.ckpt = Checkpointer(self.run_dir)
+        self.ckpt = Checkpointer(self.run_dir, keep_tasks=c.checkpoint.keep_tasks,
+                                 keep_steps=max(c.checkpoint.keep_steps, 1))
+        from asvd_jax.cl._trackers import Trackers
+
+        self.trackers = Trackers(c.run.trackers, self.run_dir, to_dict(c))
 
     def _build_method(self):
         from asvd_jax.cl._methods import build_method
@@ -421,7 +425,8 @@ class Runner:
         t = time.perf_counter()
         trainable, frozen = self.method.start_task(ctx)
         release_freed_memory()  # the float64 SVDs and statistics of start_task
-        self._timed("start_task", time.perf_counter() - t)
+        start_seconds = time.perf_counter() - t
+        self._timed("start_task", start_seconds)
         # The step donates its input buffers; ctx.params must survive (leakage, methods).
         trainable = shard_tree(jax.tree.map(lambda x: x.copy(), trainable), self.mesh)
         frozen = shard_tree(frozen, self.mesh)
@@ -450,11 +455,19 @@ class Runner:
         every = c.checkpoint.every_steps * c.train.grad_accum
         t = time.perf_counter()
         leakage_log = []
+        from asvd_jax.cl._trackers import step_lr
+
+        step0 = sum(r["train"]["micro_steps"] for r in metrics["rows"])  # earlier stages' steps
         with counter(self.progress, stream.micro_steps, f"train {stage + 1}/{len(self.stages)} ({name})", start) as bar:
             micro = start
             for chunk in stream.chunks(start):
-                trainable, opt_state, loss, pen = step_fn(trainable, frozen, opt_state, self._device_batch(chunk))
+                t_step = time.perf_counter()
+                trainable, opt_state, loss, pen, gnorm = step_fn(trainable, frozen, opt_state,
+                                                                 self._device_batch(chunk))
                 loss = float(loss)
+                self.trackers.step(step0 + micro + 1, loss=loss, grad_norm=float(gnorm),
+                                   lr=step_lr(c.train, c.method, stream.optimizer_steps, micro // c.train.grad_accum),
+                                   seconds=time.perf_counter() - t_step, stage=stage)
                 if not math.isfinite(loss) or not math.isfinite(float(pen)):
                     latest = self.ckpt.latest()
                     metrics["status"] = "failed"
@@ -518,9 +531,28 @@ class Runner:
             "record": record,
             "eval": ev,
         })
+        capacity = self._capacity(stage, name, params, full_record)
+        self.trackers.task(step0 + len(losses), stage, metrics["rows"],
+                           start_task_seconds=start_seconds, capacity=capacity)
         self._save_task_end(stage, params, new_moments, full_record)
         self.write_metrics(metrics)
         return params, new_moments
+
+    def _capacity(self, stage: int, name: str, params, record: dict) -> dict | None:
+        """ASVD only: the capacity report of this stage into capacity.json (analysis._capacity)."""
+        if self.config.method.name != "asvd":
+            return None
+        from asvd_jax.analysis._capacity import capacity_record, update_capacity_file
+
+        t = time.perf_counter()
+        plan = record.get("rank_plan")
+        protected = None if plan is None else {e["path"]: e["k"] for e in plan["entries"]}
+        policy = to_dict(self.config.method)
+        rec = capacity_record(params, self.targets, protected, policy, stage, len(self.stages), name,
+                              getattr(self.method, "singular_values", None))
+        update_capacity_file(self.run_dir, rec, policy)
+        self._timed("capacity", time.perf_counter() - t)
+        return rec
 
     def _finish(self, params, metrics: dict) -> None:
         c = self.config
@@ -553,6 +585,9 @@ class Runner:
         if c.checkpoint.export_hf:
             t = time.perf_counter()
             self.adapter.export(params, os.path.join(self.run_dir, "model"))
+            from asvd_jax.cl._model_card import write_model_card
+
+            write_model_card(os.path.join(self.run_dir, "model"), metrics, c)
             self._timed("export", time.perf_counter() - t)
 
 
@@ -576,7 +611,13 @@ def run(config: ExperimentConfig, *, run_dir: str | None = None, resume: bool = 
 
     A resumed run must be given the same objects again.
     """
-    metrics = Runner(config, run_dir=run_dir, resume=resume, initial=initial, model=model,
-                     tokenizer=tokenizer, sequence=sequence, method=method).run()
+    runner = Runner(config, run_dir=run_dir, resume=resume, initial=initial, model=model,
+                    tokenizer=tokenizer, sequence=sequence, method=method)
+    try:
+        metrics = runner.run()
+    finally:
+        trackers = getattr(runner, "trackers", None)
+        if trackers is not None:  # event files complete even when the run failed
+            trackers.close()
     release_freed_memory()  # the model and states of this run, before another in this process
     return metrics

@@ -7,12 +7,16 @@ Language Models") scores C-STANCE, FOMC, ScienceQA, NumGLUE-cm and NumGLUE-ds by
 task's metric up by its name (a task with options, or a name not listed, is scored by exact
 match). Every score is in [0, 1], so it can stand in the accuracy matrix like an accuracy.
 
-Pure Python (``re``, ``difflib``, ``collections``) and numpy; no metric package is needed.
+ROUGE-L comes from Google's ``rouge-score`` and edit similarity from ``rapidfuzz`` (the
+``metrics`` extra), the packages whose values published TRACE numbers are compared with. SARI
+is computed here: TRACE calls Hugging Face ``evaluate``'s ``sari`` script, which ``evaluate``
+fetches from the Hub at run time (no installable package carries it); ``sari`` below follows
+that script step by step and is tested against the value its documentation gives.
 """
 
 from __future__ import annotations
 
-import difflib
+import functools
 import re
 import string
 from collections import Counter
@@ -51,50 +55,56 @@ def choice_accuracy(prediction: str, reference: str) -> float:
 
 # ---------------------------------------------------------------------------------- ROUGE-L
 # Letters and digits of any script. On ASCII text this is rouge_score's tokenizer (lower case,
-# every run of characters other than [a-z0-9] a separator); rouge_score would drop non-ASCII
-# letters altogether ("über" -> "ber"), which would garble German or French references.
+# every run of characters other than [a-z0-9] a separator); rouge_score's own would drop
+# non-ASCII letters altogether ("über" -> "ber"), which would garble German or French references.
 _WORD = re.compile(r"[^\W_]+")
 
 
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    if len(a) < len(b):
-        a, b = b, a
-    row = [0] * (len(b) + 1)
-    for x in a:
-        prev_diag = 0
-        for j, y in enumerate(b, 1):
-            prev_diag, row[j] = row[j], prev_diag + 1 if x == y else max(row[j], row[j - 1])
-    return row[-1]
+def _require(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"TRACE's text metrics need the {package!r} package: pip install "
+                          f"'asvd_jax[metrics]' (or pip install {package})") from e
+
+
+class _UnicodeWords:
+    """rouge_score tokenizer interface (``tokenize(text) -> list[str]``) over ``_WORD``."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return _WORD.findall(text.lower())
+
+
+@functools.lru_cache(maxsize=None)
+def _rouge_scorer():
+    rouge_scorer = _require("rouge_score.rouge_scorer", "rouge-score")
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=_UnicodeWords())
 
 
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure (Lin 2004, sentence level, beta = 1) over lower-cased word tokens.
+    """ROUGE-L F-measure (Lin 2004, sentence level, beta = 1), from ``rouge_score``'s ``rougeL``.
 
-    Follows Google's ``rouge_score`` ``rougeL`` without stemming: precision = LCS / prediction
-    tokens, recall = LCS / reference tokens, F = 2PR / (P + R); 0 if either side has no token.
-    TRACE's own script uses the ``rouge`` package, whose summary-level LCS (sentences split at
-    periods) can give slightly different values on multi-sentence texts.
+    No stemming; tokens as ``rouge_score``'s default tokenizer on ASCII text (see ``_WORD``).
+    F = 2PR / (P + R) with P = LCS / prediction tokens, R = LCS / reference tokens; 0 if either
+    side has no token. TRACE's own script uses the ``rouge`` package, whose summary-level LCS
+    (sentences split at periods) can give slightly different values on multi-sentence texts.
     """
-    p, r = _WORD.findall(prediction.lower()), _WORD.findall(reference.lower())
-    if not p or not r:
-        return 0.0
-    lcs = _lcs_length(p, r)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(p), lcs / len(r)
-    return 2 * precision * recall / (precision + recall)
+    return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
 # --------------------------------------------------------------------------- edit similarity
 def edit_similarity(prediction: str, reference: str) -> float:
-    """``difflib.SequenceMatcher(None, prediction, reference).ratio()``: 2 * matches / total chars.
+    """``rapidfuzz.fuzz.ratio(prediction, reference) / 100``: 2 * LCS / total characters.
 
-    fuzzywuzzy's ``fuzz.ratio`` (TRACE's Py150 score) is this times 100, rounded to a whole
-    percent; the rounding is left out here. The default ``autojunk`` heuristic is kept, as
-    fuzzywuzzy keeps it, so strings of 200+ characters score as there. Two empty strings are
-    identical (1.0); one empty string against a non-empty one scores 0.0.
+    This is fuzzywuzzy's ``fuzz.ratio`` (TRACE's Py150 score) with python-Levenshtein, before
+    fuzzywuzzy rounds it to a whole percent; the rounding is left out here (it moves a mean
+    by less than half a point). Two empty strings are identical (1.0); one empty string
+    against a non-empty one scores 0.0.
     """
-    return difflib.SequenceMatcher(None, prediction, reference).ratio()
+    fuzz = _require("rapidfuzz.fuzz", "rapidfuzz")
+    return float(fuzz.ratio(prediction, reference)) / 100.0
 
 
 # -------------------------------------------------------------------------------------- SARI

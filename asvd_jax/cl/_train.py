@@ -56,7 +56,8 @@ def with_accumulation(opt: optax.GradientTransformation, grad_accum: int) -> opt
 
 
 def make_train_step(adapter: Any, method: Any, opt: optax.GradientTransformation):
-    """Jitted ``(trainable, frozen, opt_state, batch) -> (trainable, opt_state, loss, penalty)``."""
+    """Jitted ``(trainable, frozen, opt_state, batch) -> (trainable, opt_state, loss, penalty,
+    grad_norm)``; ``grad_norm`` is the global norm of this micro-batch's raw gradient."""
 
     def step(trainable, frozen, opt_state, batch):
         def total(t):
@@ -67,7 +68,7 @@ def make_train_step(adapter: Any, method: Any, opt: optax.GradientTransformation
         (_, (task_loss, pen)), grads = jax.value_and_grad(total, has_aux=True)(trainable)
         updates, opt_state = opt.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
-        return trainable, opt_state, task_loss, pen
+        return trainable, opt_state, task_loss, pen, optax.tree.norm(grads)
 
     return jax.jit(step, donate_argnums=(0, 2))
 

@@ -142,3 +142,41 @@ fig = an.plot_rank_plans_over_tasks(kinds, fractions)
 # The figure shows the mean protected fraction of each matrix type at every task boundary
 # (task 0 trains without protection, so two tasks give one boundary): every type averages
 # 0.3 to 0.45, well below the policy's trr 0.8, because of the clamping seen in notebook 1.
+
+# %% [markdown]
+# ## Capacity over the run
+# After every task the runner writes `capacity.json` into the run directory: for every target
+# matrix the protected rank k the task trained with, the free rank (min dim - k), the share
+# of the weight's spectral energy (squared singular values) beyond the top k directions, and
+# the free rank projected at the next task under the rank policy. `asvd-jax report RUN_DIR`
+# draws the newest task as `capacity.png` and warns about matrices under a free-rank floor
+# (`--capacity-floor`, default 0.1). Below: the mean of each matrix type after every task,
+# then the layers x matrix-types heatmap after the last one.
+
+# %%
+capacity = an.load_capacity(os.path.join(RUNS, "asvd"))
+if capacity is None:
+    print("this run directory predates the capacity report: delete it and run again")
+else:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained", sharey=True)
+    for ax, field, label in ((axes[0], "free_fraction", "free rank / min dim"),
+                             (axes[1], "free_energy", "spectral energy in the free subspace")):
+        kinds, values = an.capacity_over_tasks(capacity, field)
+        for j, kind in enumerate(kinds):
+            ax.plot(np.arange(1, len(values) + 1), values[:, j], marker="o", ms=4,
+                    label=kind.split("/")[-1])
+        ax.set_xticks(np.arange(1, len(values) + 1))
+        ax.set_xlabel("after task")
+        ax.set_title(label)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig = an.plot_capacity(capacity["tasks"][-1], floor=0.1)
+    for line in an.capacity_warnings(capacity, floor=0.1) or ["no matrix under the 10% floor"]:
+        print(line)
+
+# %% [markdown]
+# The left panel falls from 1 (the first task trains everything) as the policy protects more
+# of each matrix; the right one shows how much of each weight's spectrum the next task could
+# still reshape. Where the free energy lies below the free fraction, the protected top
+# directions carry more than their share of the matrix's energy.
