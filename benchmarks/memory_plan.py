@@ -57,7 +57,7 @@ def preset_values(preset: str) -> dict:
 
 
 def run_one(model: str, mesh: dict, protected: float | None, target_len: int,
-            batch: int | None = None) -> dict:
+            batch: int | None = None, remat: bool = False) -> dict:
     """Compile in this process (jax must already see enough devices)."""
     from asvd_jax.cl._memory_plan import PlanSpec, plan_memory
 
@@ -71,7 +71,8 @@ def run_one(model: str, mesh: dict, protected: float | None, target_len: int,
         values["protected"] = protected
     if batch is not None:
         values["batch"] = batch
-    spec = PlanSpec(family, Config(**kwargs), target_len=target_len, **values, **mesh)
+    spec = PlanSpec(family, Config(**kwargs), target_len=target_len, remat=remat, **values,
+                    **mesh)
     out = plan_memory(spec)
     out.update(model=model, preset=preset)
     return out
@@ -88,6 +89,8 @@ def run_subprocess(model: str, mesh: dict, args) -> dict:
         cmd += ["--protected", str(args.protected)]
     if args.batch is not None:
         cmd += ["--batch", str(args.batch)]
+    if args.remat:
+        cmd.append("--remat")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"{model} on {mesh} failed:\n{proc.stderr[-4000:]}")
@@ -103,7 +106,9 @@ def table(rows: list[dict]) -> str:
         fits = ", ".join(k for k, cap in CAPACITY_GB.items() if d["peak"] <= cap * 1e9) or "none"
         mesh = f"data {r['mesh']['data']} x fsdp {r['mesh']['fsdp']}"
         shape = f"{r['batch']} x {r['seq']}" + (f" -> {r['target_len']}" if r["target_len"] else "")
-        lines.append(f"| {r['model']} ({r['compute_dtype']} compute, {r['protected']} protected) "
+        remat = ", remat" if r.get("remat") else ""
+        lines.append(f"| {r['model']} ({r['compute_dtype']} compute, {r['protected']} protected"
+                     f"{remat}) "
                      f"| {mesh} | {shape} | {gb(d['params'])} | {gb(d['adam'])} | "
                      f"{gb(d['bases'])} | {gb(d['temp'])} | {gb(d['peak'])} | {fits} |")
     return "\n".join(lines)
@@ -118,12 +123,14 @@ def main(argv=None):
                     help="protected fraction of every matrix (default: the preset's trr)")
     ap.add_argument("--batch", type=int, default=None, help="rows per step (default: preset)")
     ap.add_argument("--target-len", type=int, default=64, help="T5 decoder tokens per row")
+    ap.add_argument("--remat", action="store_true",
+                    help="what-if: every layer rematerialised (patched for the compile only)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process
     args = ap.parse_args(argv)
     if args.one:
         row = run_one(args.one, parse_mesh(args.mesh), args.protected, args.target_len,
-                      args.batch)
+                      args.batch, args.remat)
         print(json.dumps(row))
         return [row]
     models = [m for m in args.model.split(",") if m]

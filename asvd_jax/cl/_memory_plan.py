@@ -16,6 +16,7 @@ as ``compute_bases`` would (basis or complement per complete side), float32.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -45,6 +46,9 @@ class PlanSpec:
     protected: float = 0.8
     data: int = 1
     fsdp: int = 8
+    remat: bool = False
+    """What-if: recompute each layer in the backward pass (``nnx.remat`` on every block's
+    call, patched for this compile only; the models have no remat option yet)."""
 
 
 def abstract_model(spec: PlanSpec):
@@ -90,6 +94,28 @@ def abstract_bases(params: Any, protected: float) -> Any:
     leaves, treedef = aj.flatten_with_paths(targets, is_leaf=lambda x: x is None or
                                             isinstance(x, aj.MatrixSpec))
     return treedef.unflatten([None if s is None else basis(p, specs[p]) for p, s in leaves])
+
+
+@contextlib.contextmanager
+def _remat_layers(spec: PlanSpec):
+    """Every layer class's ``__call__`` wrapped in ``nnx.remat`` while the step is traced."""
+    if not spec.remat:
+        yield
+        return
+    if spec.family == "llama":
+        from asvd_jax.models.llama import Block
+        classes = [Block]
+    else:
+        from asvd_jax.models.t5 import DecoderLayer, EncoderLayer
+        classes = [EncoderLayer, DecoderLayer]
+    saved = [c.__call__ for c in classes]
+    try:
+        for c in classes:
+            c.__call__ = nnx.remat(c.__call__)
+        yield
+    finally:
+        for c, f in zip(classes, saved):
+            c.__call__ = f
 
 
 def _mesh(spec: PlanSpec) -> jax.sharding.Mesh:
@@ -167,7 +193,9 @@ def plan_memory(spec: PlanSpec) -> dict:
                      out_shardings=(p_sh, s_sh, jax.sharding.NamedSharding(
                          mesh, jax.sharding.PartitionSpec())),
                      donate_argnums=(0, 1))
-    compiled = jitted.lower(params, opt_state, batch).compile()
+    with _remat_layers(spec):
+        lowered = jitted.lower(params, opt_state, batch)
+    compiled = lowered.compile()
     mem = compiled.memory_analysis()
 
     b_state = [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(
@@ -177,7 +205,7 @@ def plan_memory(spec: PlanSpec) -> dict:
     params_bytes = _device_bytes(params, p_sh)
     n_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
     out = dict(
-        family=spec.family, compute_dtype=spec.compute_dtype, batch=spec.batch, seq=spec.seq,
+        family=spec.family, compute_dtype=spec.compute_dtype, remat=spec.remat, batch=spec.batch, seq=spec.seq,
         target_len=spec.target_len if spec.family == "t5" else None, protected=spec.protected,
         mesh=dict(data=spec.data, fsdp=spec.fsdp), params=n_params,
         per_device=dict(
