@@ -33,6 +33,7 @@ MODELS = {
                       num_heads=16)),
 }
 CAPACITY_GB = {"80 GB GPU": 80, "32 GB TPU core": 32, "16 GB TPU core": 16}
+HEADROOM = 0.9  # a plan "fits" when its peak is at most 90% of the device (runtime reserve)
 
 
 def parse_mesh(text: str) -> dict:
@@ -100,10 +101,10 @@ def run_subprocess(model: str, mesh: dict, args) -> dict:
 def table(rows: list[dict]) -> str:
     gb = lambda b: f"{b / 1e9:.2f}"  # noqa: E731
     lines = ["| model | mesh | batch | params | AdamW | bases | gradients + activations (temp) "
-             "| peak | fits |", "|---|---|---|---|---|---|---|---|---|"]
+             "| peak | fits (peak <= 90%) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         d = r["per_device"]
-        fits = ", ".join(k for k, cap in CAPACITY_GB.items() if d["peak"] <= cap * 1e9) or "none"
+        fits = ", ".join(k for k, cap in CAPACITY_GB.items() if d["peak"] <= HEADROOM * cap * 1e9) or "none"
         mesh = f"data {r['mesh']['data']} x fsdp {r['mesh']['fsdp']}"
         shape = f"{r['batch']} x {r['seq']}" + (f" -> {r['target_len']}" if r["target_len"] else "")
         remat = ", remat" if r.get("remat") else ""
