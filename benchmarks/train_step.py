@@ -14,6 +14,19 @@ Master weights and optimizer state are float32; ``--dtype`` is the compute dtype
 forward/backward. The projection itself always runs in float32 at HIGHEST precision (it must
 be exact), so on accelerators whose bf16 matmuls are much faster than float32 ones its share
 of the step is larger than on a CPU. Run from the repository root.
+
+``--tokens-per-step 4096,32768,262144`` measures instead the cost at realistic tokens per
+optimizer step: micro-batches of ``--batch x --seq`` tokens go through
+``aj.accumulate_gradients``, which runs AdamW and the projection once per optimizer step, and
+the table gives the step ratio (projected / plain AdamW) per protected fraction beside the flop
+model (projection flops per optimizer step against ``6 * T * params``). ``--layers N`` keeps
+the config's matrix shapes but only N layers, and scales the vocabulary by N / layers so that
+the embedding's share of the flops stays the full model's (``--keep-vocab`` turns that off).
+``--timing direct`` times whole optimizer steps (k micro-steps each); ``composed`` times the
+two kinds of micro-step once each (accumulate only; accumulate + AdamW + projection) and
+sums ``(k - 1) * accumulate + apply``, which is exact for this step (the branch is a
+``lax.cond`` on a counter) and what makes 256K tokens measurable on a small CPU; ``auto``
+times directly up to ``--direct-max-k`` micro-steps and composes beyond.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ from asvd_jax.models.llama import LlamaConfig, init_llama  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from projection import timeit_many  # noqa: E402  (alternating timed calls, medians)
+from train_tokens import bench_tokens  # noqa: E402
 
 CONFIGS = {
     "smollm2-135m": LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
@@ -110,6 +124,14 @@ def main(argv=None):
     ap.add_argument("--fractions", default="0.5,0.8")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--json", default=None, help="also write the rows here")
+    ap.add_argument("--tokens-per-step", default="",
+                    help="e.g. 4096,32768,262144: token scaling through accumulate_gradients")
+    ap.add_argument("--layers", type=int, default=0, help="keep only this many layers (0: all)")
+    ap.add_argument("--keep-vocab", action="store_true",
+                    help="with --layers, keep the full vocabulary instead of scaling it")
+    ap.add_argument("--timing", choices=("auto", "direct", "composed"), default="auto")
+    ap.add_argument("--direct-max-k", type=int, default=8,
+                    help="with --timing auto: micro-steps up to which steps are timed whole")
     args = ap.parse_args(argv)
     args.fractions = [float(f) for f in args.fractions.split(",")]
     names = [c for c in args.configs.split(",") if c]
@@ -118,7 +140,15 @@ def main(argv=None):
         ap.error(f"unknown config(s) {unknown}; choose from {list(CONFIGS)}")
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} "
           f"({jax.devices()[0].platform}), {jax.device_count()} device(s)")
-    rows = [bench_config(n, args) for n in names]
+    if args.tokens_per_step:
+        args.tokens_per_step = [int(t) for t in args.tokens_per_step.split(",")]
+        micro = args.batch * args.seq
+        bad = [t for t in args.tokens_per_step if t % micro]
+        if bad:
+            ap.error(f"--tokens-per-step {bad} not a multiple of --batch x --seq = {micro}")
+        rows = [bench_tokens(n, CONFIGS[n], args) for n in names]
+    else:
+        rows = [bench_config(n, args) for n in names]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
