@@ -230,7 +230,7 @@ def plot_capacity(record: Mapping[str, Any], path: str | None = None, field: str
 def write_capacity_report(run_dir: str, floor: float = 0.1) -> tuple[str | None, list[str]]:
     """``capacity.png`` (free rank share and free spectral energy after the newest task, layers
     x matrix types) in ``run_dir``, and the floor warnings; ``(None, [])`` without a
-    capacity.json."""
+    capacity.json, no image when the target paths carry no layer index."""
     capacity = load_capacity(run_dir)
     if not capacity or not capacity.get("tasks"):
         return None, []
@@ -242,8 +242,13 @@ def write_capacity_report(run_dir: str, floor: float = 0.1) -> tuple[str | None,
     from asvd_jax.analysis._plots import plot_layer_grid
 
     last = capacity["tasks"][-1]
-    grids = [(capacity_grid(last, f), lbl) for f, lbl in
-             (("free_fraction", "free rank / min dim"), ("free_energy", "energy in free subspace"))]
+    try:
+        grids = [(capacity_grid(last, f), lbl) for f, lbl in
+                 (("free_fraction", "free rank / min dim"), ("free_energy", "energy in free subspace"))]
+    except ValueError:
+        # Matrices without a layer index (e.g. a registered single-block model) have no row in
+        # a layers x types grid: no heatmap, the warnings still hold.
+        return None, capacity_warnings(capacity, floor)
     g0 = grids[0][0]
     fig, axes = plt.subplots(1, 2, figsize=(2.4 + 1.8 * len(g0.kinds), 1.8 + 0.2 * len(g0.layers)))
     for ax, (grid, lbl) in zip(axes, grids):
