@@ -124,3 +124,35 @@ def test_encoder_compact_loss_grads_and_eval_match(encoder, seed):
                  jax.grad(encoder.loss)(encoder.params, _as_jax(full)))
     for t, want in zip((a, b), want_eval):
         assert encoder.evaluate(encoder.params, t, t.test)["predictions"] == want["predictions"]
+
+
+def test_widen_same_width_and_stage_width(decoder):
+    from asvd_jax.cl._compact import SHORT_STAGE, same_width, stage_width, widen
+
+    b = {"input_ids": np.array([[4, 5]], np.int32), "attention_mask": np.array([[1, 1]], np.int32),
+         "loss_mask": np.array([[0, 1]], np.int32), "loss_index": np.array([[0]], np.int32)}
+    w = widen(b, 4, pad_id=9)
+    np.testing.assert_array_equal(w["input_ids"], [[4, 5, 9, 9]])
+    np.testing.assert_array_equal(w["attention_mask"], [[1, 1, 0, 0]])
+    np.testing.assert_array_equal(w["loss_mask"], [[0, 1, 0, 0]])
+    assert w["loss_index"] is b["loss_index"] and widen(b, 1, 9)["input_ids"].shape == (1, 2)
+    assert [x["input_ids"].shape[1] for x in same_width([b, w], 9)] == [4, 4]
+
+    rng = np.random.default_rng(5)
+    short = _task(rng, "s", ["yes", "no"], 4)
+    long = Task("l", "Classify (l).", ("yes", "no"), (Example(" ".join(["alpha"] * 20), "no"),), (), ())
+    chunks = [[(short, ex) for ex in short.train], [(long, ex) for ex in long.train]]
+    widths = [decoder.train_batch(ch)["input_ids"].shape[1] for ch in chunks]
+    assert widths[0] < widths[1]
+    assert stage_width(decoder, chunks) == widths[1]
+    assert stage_width(decoder, chunks * SHORT_STAGE) is None  # long stage: per-batch widths
+    decoder.min_width = widths[1]
+    try:
+        batch = decoder.train_batch(chunks[0])
+        assert batch["input_ids"].shape[1] == widths[1]
+        # Widened rows give the same loss.
+        decoder.min_width = None
+        ref = float(decoder.loss(decoder.params, _as_jax(decoder.train_batch(chunks[0]))))
+        assert_close(float(decoder.loss(decoder.params, _as_jax(batch))), ref, "float32")
+    finally:
+        decoder.min_width = None

@@ -27,7 +27,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from asvd_jax.cl._compact import (PAD_MULTIPLE, compact_width, gathered_answer_loss, length_sorted_chunks,
-                                 loss_positions)
+                                 loss_positions, widen)
 from asvd_jax.cl._text_metrics import normalize_answer, score_generated
 
 
@@ -103,10 +103,12 @@ class DecoderAdapter:
         batch = pad_rows(decoder_batch(self.tokenizer, prompts, answers, self.max_len,
                                        pad_multiple=PAD_MULTIPLE), self.batch_size)
         batch.update(loss_positions(batch["input_ids"], batch["attention_mask"], batch["loss_mask"]))
-        return batch
+        return widen(batch, self.min_width or 0, self.tokenizer.pad_id)
 
     compact = True
     """Compact training batches (cl/_compact.py); False: the fixed max_len, full-logits layout."""
+    min_width = None
+    """Compact batches are padded to at least this many tokens (the runner: a short stage's width)."""
 
     def loss(self, params, batch):
         import jax.numpy as jnp

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from asvd_jax.cl._adapter import normalize_answer, pad_rows, split_model
-from asvd_jax.cl._compact import PAD_MULTIPLE, length_sorted_chunks, round_up
+from asvd_jax.cl._compact import PAD_MULTIPLE, length_sorted_chunks, round_up, widen
 from asvd_jax.cl._text_metrics import score_generated
 
 TEMPERATURE = 0.05
@@ -57,6 +57,7 @@ class EncoderAdapter(_Base):
     family = "bert"
     max_options = 8
     option_len = 16
+    min_width = None  # compact batches are at least this wide (the runner: a short stage's width)
     compact = True
     """Compact training batches (cl/_compact.py): rows padded to the batch's longest input
     rounded up to 16 tokens, option slots to the batch's largest label set rounded up to 4,
@@ -80,7 +81,8 @@ class EncoderAdapter(_Base):
         if self.compact:  # cl/_compact.py: the batch's own lengths and option counts, rounded up
             from asvd_jax.data import encoder_batch
 
-            b = encoder_batch(self.tokenizer, texts, self.max_len, pad_multiple=PAD_MULTIPLE)
+            b = widen(encoder_batch(self.tokenizer, texts, self.max_len, pad_multiple=PAD_MULTIPLE),
+                      self.min_width or 0, self.tokenizer.pad_id)
             ids, mask = b["input_ids"], b["attention_mask"]
             o = min(round_up(max(len(t.options) for t, _ in items), 4), self.max_options)
             longest = max(int(self._encode(list(t.options), self.option_len)[1].sum(1).max())

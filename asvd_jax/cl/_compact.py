@@ -84,3 +84,42 @@ def length_sorted_chunks(lengths, size: int) -> list[np.ndarray]:
     """Indices cut into chunks of ``size`` after a stable sort by length (less padding)."""
     order = np.argsort(np.asarray(lengths), kind="stable")
     return [order[s:s + size] for s in range(0, len(order), size)]
+
+
+SEQ_KEYS = ("input_ids", "attention_mask", "loss_mask", "token_type_ids")
+"""Batch entries whose second axis is the token axis (right padding: 0, input_ids: pad id)."""
+
+SHORT_STAGE = 32
+"""A stage with fewer micro-batches than this trains at one width (its longest batch's):
+a compile of the step costs about as much as 6 steps (benchmarks/train_speed.py, MiniLM),
+so a few extra compiles would eat what a short stage saves on padding."""
+
+
+def widen(batch: dict, width: int, pad_id: int) -> dict:
+    """``batch`` with its token axis right-padded to ``width`` (no-op when already as wide)."""
+    out = dict(batch)
+    for key in SEQ_KEYS:
+        if key in out and out[key].shape[1] < width:
+            v = out[key]
+            fill = pad_id if key == "input_ids" else 0
+            out[key] = np.concatenate(
+                [v, np.full((v.shape[0], width - v.shape[1], *v.shape[2:]), fill, v.dtype)], axis=1)
+    return out
+
+
+def same_width(batches: list[dict], pad_id: int) -> list[dict]:
+    """Every batch padded to the widest one's token width (one compiled shape for the list)."""
+    width = max((b["input_ids"].shape[1] for b in batches), default=0)
+    return [widen(b, width, pad_id) for b in batches]
+
+
+def stage_width(adapter, chunks: list) -> int | None:
+    """The token width a short stage trains at (its widest batch), None for a long stage
+    (each batch at its own rounded width) or for an adapter without compact batches."""
+    if not getattr(adapter, "compact", False) or len(chunks) >= SHORT_STAGE:
+        return None
+    saved, adapter.min_width = getattr(adapter, "min_width", None), None
+    try:
+        return max(adapter.train_batch(ch)["input_ids"].shape[1] for ch in chunks)
+    finally:
+        adapter.min_width = saved
