@@ -37,6 +37,9 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     import tempfile
 
+    # As the runner (run.blas_threads=1): host LAPACK single-threaded for the SVDs.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
     # A fresh persistent compile cache, as the runner uses one: the first call compiles, the
     # next ones (new jits, as at each task boundary) hit the cache.
     jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="asvd_bench_xla_"))
