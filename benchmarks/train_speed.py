@@ -82,9 +82,10 @@ def main(argv=None) -> dict:
     for name, compact in (("full", False), ("compact", True)):
         adapter.compact = compact
         batches = [{k: jax.numpy.asarray(v) for k, v in adapter.train_batch(ch).items()} for ch in chunks]
+        # Copies: the step donates its inputs, and the state holds the shared bases.
         trainable = jax.tree.map(lambda x: x.copy(), adapter.params)
         step = make_train_step(adapter, Plain(), opt)
-        layouts[name] = {"step": step, "batches": batches, "state": [trainable, opt.init(trainable)],
+        layouts[name] = {"step": step, "batches": batches, "state": [trainable, jax.tree.map(lambda x: x.copy(), opt.init(trainable))],
                          "shapes": sorted({b["input_ids"].shape[1] for b in batches}), "times": []}
 
     def one_pass(lay):
