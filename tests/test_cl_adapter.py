@@ -52,7 +52,7 @@ def test_loss_counts_answer_tokens_only(adapter):
 
     task = Task("t", "Pick.", ("yes", "no"), (Example("a b c", "yes"), Example("d", "no")), (), ())
     batch = adapter.train_batch([(task, ex) for ex in task.train])
-    assert batch["input_ids"].shape == (4, 64)  # rows and tokens padded to fixed sizes
+    assert batch["input_ids"].shape == (4, 48)  # rows padded to 4, tokens to the longest row, rounded up to 16
     lp = np.asarray(token_logprobs(adapter.model(adapter.params), jnp.asarray(batch["input_ids"]),
                                    jnp.asarray(batch["attention_mask"])), np.float64)
     mask = batch["loss_mask"].astype(np.float64)

@@ -4,8 +4,9 @@ An adapter owns the split model (``graphdef`` static, ``params`` traced, ``rest`
 knows how to turn examples into fixed-shape batches, compute the training loss, hand
 activations to rank statistics, evaluate a task and export the model:
 
-* ``train_batch(items)`` with ``items = [(task, example), ...]``: numpy batch of fixed shape
-  (rows padded to ``batch_size``, tokens to ``max_len``) so the jitted step compiles once.
+* ``train_batch(items)`` with ``items = [(task, example), ...]``: numpy batch, rows padded to
+  ``batch_size``, tokens to the longest row rounded up to a multiple of 16 (``cl/_compact.py``;
+  at most ``max_len / 16`` shapes, so the jitted step compiles a bounded number of times).
 * ``loss(params, batch)`` (traced): mean over answer tokens (decoder, T5) or examples
   (encoder option cross-entropy).
 * ``capture_fn(params, batch)`` (traced): ``({kernel path: inputs}, token mask)`` for
@@ -25,6 +26,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from asvd_jax.cl._compact import (PAD_MULTIPLE, compact_width, gathered_answer_loss, length_sorted_chunks,
+                                 loss_positions, widen)
 from asvd_jax.cl._text_metrics import normalize_answer, score_generated
 
 
@@ -93,14 +96,27 @@ class DecoderAdapter:
 
         prompts = [format_prompt(task, ex.text) for task, ex in items]
         answers = [ex.label for _, ex in items]
-        batch = decoder_batch(self.tokenizer, prompts, answers, self.max_len, pad_to=self.max_len)
-        return pad_rows(batch, self.batch_size)
+        if not self.compact:
+            batch = decoder_batch(self.tokenizer, prompts, answers, self.max_len, pad_to=self.max_len)
+            return pad_rows(batch, self.batch_size)
+        # Compact layout (cl/_compact.py): padded to the longest row, head at loss positions.
+        batch = pad_rows(decoder_batch(self.tokenizer, prompts, answers, self.max_len,
+                                       pad_multiple=PAD_MULTIPLE), self.batch_size)
+        batch.update(loss_positions(batch["input_ids"], batch["attention_mask"], batch["loss_mask"]))
+        return widen(batch, self.min_width or 0, self.tokenizer.pad_id)
+
+    compact = True
+    """Compact training batches (cl/_compact.py); False: the fixed max_len, full-logits layout."""
+    min_width = None
+    """Compact batches are padded to at least this many tokens (the runner: a short stage's width)."""
 
     def loss(self, params, batch):
         import jax.numpy as jnp
 
         from asvd_jax.models.llama import token_logprobs
 
+        if "loss_index" in batch:
+            return gathered_answer_loss(self.model(params), batch)
         lp = token_logprobs(self.model(params), batch["input_ids"], batch["attention_mask"])
         mask = batch["loss_mask"].astype(jnp.float32)
         return -(lp * mask).sum() / jnp.maximum(mask.sum(), 1.0)
@@ -153,15 +169,22 @@ class DecoderAdapter:
             self._eval_fn = jax.jit(fn)
         prompt_ids = self._prompt_ids(task, examples)
         rows = self.eval_batch_size
-        gen, scores = [], []
-        for s in range(0, len(prompt_ids), rows):
-            chunk = prompt_ids[s:s + rows]
+        if self.compact:  # sorted by prompt length; widths in multiples of 32 (few programs)
+            chunks = length_sorted_chunks([len(p) for p in prompt_ids], rows)
+        else:
+            chunks = [np.arange(s, min(s + rows, len(prompt_ids))) for s in range(0, len(prompt_ids), rows)]
+        gen, scores = [None] * len(prompt_ids), np.zeros((len(prompt_ids), len(option_ids)))
+        for idx in chunks:
+            chunk = [prompt_ids[i] for i in idx]
             n = len(chunk)
             chunk = chunk + [chunk[-1]] * (rows - n)  # fixed shape, results dropped
-            pi, pm = _pad_rows(chunk, self.max_len, pad, left=True)
+            width = compact_width(map(len, chunk), self.max_len, 32) if self.compact else self.max_len
+            pi, pm = _pad_rows(chunk, width, pad, left=True)
             g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om))
-            gen += np.asarray(g)[:n].tolist()
-            scores.append(np.asarray(sc, np.float64)[:n, : len(option_ids)])
+            for j, row in zip(idx, np.asarray(g)[:n].tolist()):
+                gen[j] = row
+            scores[idx] = np.asarray(sc, np.float64)[:n, : len(option_ids)]
+        scores = [scores]
         labels = [normalize_answer(ex.label) for ex in examples]
         out: dict[str, Any] = {"n": len(examples)}
         if self.protocol in ("generate", "both") or not task.options:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from asvd_jax.cl._adapter import normalize_answer, pad_rows, split_model
+from asvd_jax.cl._compact import PAD_MULTIPLE, length_sorted_chunks, round_up, widen
 from asvd_jax.cl._text_metrics import score_generated
 
 TEMPERATURE = 0.05
@@ -56,6 +57,11 @@ class EncoderAdapter(_Base):
     family = "bert"
     max_options = 8
     option_len = 16
+    min_width = None  # compact batches are at least this wide (the runner: a short stage's width)
+    compact = True
+    """Compact training batches (cl/_compact.py): rows padded to the batch's longest input
+    rounded up to 16 tokens, option slots to the batch's largest label set rounded up to 4,
+    option tokens to its longest option rounded up to 4. False: max_len / 8 / 16 always."""
 
     def _texts(self, task, examples):
         return [f"{task.instruction}\n{ex.text}" for ex in examples]
@@ -70,16 +76,29 @@ class EncoderAdapter(_Base):
     def train_batch(self, items):
         if not items:
             raise ValueError("train_batch: no items")
-        ids, mask = self._encode([f"{t.instruction}\n{e.text}" for t, e in items], self.max_len)
-        o = self.max_options
-        opt_ids = np.full((len(items), o, self.option_len), self.tokenizer.pad_id, np.int32)
+        texts = [f"{t.instruction}\n{e.text}" for t, e in items]
+        o, width = self.max_options, self.option_len
+        if self.compact:  # cl/_compact.py: the batch's own lengths and option counts, rounded up
+            from asvd_jax.data import encoder_batch
+
+            b = widen(encoder_batch(self.tokenizer, texts, self.max_len, pad_multiple=PAD_MULTIPLE),
+                      self.min_width or 0, self.tokenizer.pad_id)
+            ids, mask = b["input_ids"], b["attention_mask"]
+            o = min(round_up(max(len(t.options) for t, _ in items), 4), self.max_options)
+            longest = max(int(self._encode(list(t.options), self.option_len)[1].sum(1).max())
+                          for t in {id(t): t for t, _ in items}.values())
+            width = min(round_up(longest, 4), self.option_len)
+        else:
+            ids, mask = self._encode(texts, self.max_len)
+        opt_ids = np.full((len(items), o, width), self.tokenizer.pad_id, np.int32)
         opt_mask = np.zeros_like(opt_ids)
         valid = np.zeros((len(items), o), np.int32)
         label = np.zeros((len(items),), np.int32)
         for i, (task, ex) in enumerate(items):
-            if not task.options or len(task.options) > o:
-                raise ValueError(f"task {task.name!r}: the encoder needs 1..{o} options, has {len(task.options)}")
-            oi, om = self._encode(list(task.options), self.option_len)
+            if not task.options or len(task.options) > self.max_options:
+                raise ValueError(f"task {task.name!r}: the encoder needs 1..{self.max_options} options, "
+                                 f"has {len(task.options)}")
+            oi, om = self._encode(list(task.options), width)
             n = len(task.options)
             opt_ids[i, :n], opt_mask[i, :n], valid[i, :n] = oi, om, 1
             # Unused slots repeat option 0 (masked out of the softmax): an all-padding
@@ -130,15 +149,30 @@ class EncoderAdapter(_Base):
 
         if getattr(self, "_embed_jit", None) is None:
             self._embed_jit = jax.jit(lambda p, i, m: self._embed(self.model(p), i, m))
-        out = []
-        for s in range(0, len(texts), self.eval_batch_size):
-            chunk = texts[s:s + self.eval_batch_size]
-            ids, mask = self._encode(chunk, width)
-            rows = self.eval_batch_size
-            ids = np.concatenate([ids, np.zeros((rows - len(chunk), width), ids.dtype)])
-            mask = np.concatenate([mask, np.zeros((rows - len(chunk), width), mask.dtype)])
-            out.append(np.asarray(self._embed_jit(params, ids, mask))[: len(chunk)])
-        return np.concatenate(out)
+        if self.compact:  # chunks of similar lengths, each padded to its own longest row
+            from asvd_jax.data import encoder_batch
+
+            lengths = encoder_batch(self.tokenizer, texts, width, pad_multiple=1)["attention_mask"].sum(1)
+            chunks = length_sorted_chunks(lengths, self.eval_batch_size)
+        else:
+            chunks = [np.arange(s, min(s + self.eval_batch_size, len(texts)))
+                      for s in range(0, len(texts), self.eval_batch_size)]
+        out = np.zeros((len(texts), 0))
+        for idx in chunks:
+            chunk = [texts[i] for i in idx]
+            if self.compact:
+                b = encoder_batch(self.tokenizer, chunk, width, pad_multiple=PAD_MULTIPLE)
+                ids, mask = b["input_ids"], b["attention_mask"]
+            else:
+                ids, mask = self._encode(chunk, width)
+            rows, w = self.eval_batch_size, ids.shape[1]
+            ids = np.concatenate([ids, np.zeros((rows - len(chunk), w), ids.dtype)])
+            mask = np.concatenate([mask, np.zeros((rows - len(chunk), w), mask.dtype)])
+            emb = np.asarray(self._embed_jit(params, ids, mask))[: len(chunk)]
+            if out.shape[1] == 0:
+                out = np.zeros((len(texts), emb.shape[1]), emb.dtype)
+            out[idx] = emb
+        return out
 
     def evaluate(self, params, task, examples):
         if not task.options:

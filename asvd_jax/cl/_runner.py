@@ -248,8 +248,13 @@ class Runner:
         chunks = [items[s:s + bs] for s in range(0, len(items), bs)]
 
         def gen():
-            for chunk in self.progress.bar(chunks, len(chunks), f"statistics ({task.name})"):
-                yield self._device_batch(chunk)
+            # One token width for the whole pass: the statistics step compiles once.
+            from asvd_jax.cl._compact import same_width
+            from asvd_jax.cl._mesh import shard_batch
+
+            batches = same_width([self.adapter.train_batch(ch) for ch in chunks], self.adapter.tokenizer.pad_id)
+            for batch in self.progress.bar(batches, len(batches), f"statistics ({task.name})"):
+                yield shard_batch(batch, self.mesh)
 
         return gen
 
@@ -415,6 +420,9 @@ class Runner:
         c = self.config
         name, items = self.stages[stage]
         stream = TaskStream(items, c.train, stage)
+        from asvd_jax.cl._compact import stage_width
+
+        self.adapter.min_width = stage_width(self.adapter, list(stream.chunks()))  # short stage: one shape
         prev = self._stats_batches(stage) if stage > 0 and c.method.name != "mtl" else None
         ctx = TaskContext(
             index=stage, num_tasks=len(self.stages), params=params, targets=self.targets,
