@@ -252,7 +252,9 @@ class Runner:
             from asvd_jax.cl._compact import same_width
             from asvd_jax.cl._mesh import shard_batch
 
-            batches = same_width([self.adapter.train_batch(ch) for ch in chunks], self.adapter.tokenizer.pad_id)
+            batches = [self.adapter.train_batch(ch) for ch in chunks]
+            if getattr(self.adapter, "compact", False):  # shipped families; registered ones as built
+                batches = same_width(batches, self.adapter.tokenizer.pad_id)
             for batch in self.progress.bar(batches, len(batches), f"statistics ({task.name})"):
                 yield shard_batch(batch, self.mesh)
 
