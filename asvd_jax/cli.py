@@ -109,8 +109,8 @@ def _demo(args) -> int:
 
 
 def _report(args) -> int:
-    from asvd_jax.cl._report import load_metrics, summary_markdown, write_report
-    from asvd_jax.cl._report_cli import comparison_output, write_text_atomic
+    from asvd_jax.cl._report import load_metrics, summary_markdown, write_report, write_text_atomic
+    from asvd_jax.cl._report_cli import comparison_output
 
     from asvd_jax.analysis._capacity import capacity_warnings, load_capacity, write_capacity_report
     from asvd_jax.analysis._seeds import expand_run_dirs

@@ -184,6 +184,13 @@ def write_report(run_dir: str, metrics: dict | None = None) -> dict[str, str]:
         out["capacity"] = capacity_png
     path = os.path.join(run_dir, "summary.md")
     text = summary_markdown(metrics)  # built first: an error leaves no temporary file behind
+    write_text_atomic(path, text)
+    out["summary"] = path
+    return out
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename (never half-written)."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "w") as f:
@@ -192,5 +199,3 @@ def write_report(run_dir: str, metrics: dict | None = None) -> dict[str, str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    out["summary"] = path
-    return out

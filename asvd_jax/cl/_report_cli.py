@@ -26,14 +26,3 @@ def comparison_output(run_dirs: Sequence[str], metrics_list: Sequence[dict], fmt
                  "docs/analysis.md):\n\n" + seed_table(groups) + "\n")
     return text
 
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename (never half-written)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
