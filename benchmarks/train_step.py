@@ -41,17 +41,14 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from flax import nnx  # noqa: E402
 
 import asvd_jax as aj  # noqa: E402
-from asvd_jax.models.llama import LlamaConfig, init_llama  # noqa: E402
+from asvd_jax.models.llama import LlamaConfig  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from projection import timeit_many  # noqa: E402  (alternating timed calls, medians)
-from train_tokens import bench_tokens  # noqa: E402
+from train_tokens import bench_tokens, random_llama  # noqa: E402
 
 CONFIGS = {
     "smollm2-135m": LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
@@ -65,17 +62,7 @@ CONFIGS = {
 
 def bench_config(name, args):
     cfg = CONFIGS[name]
-    dtype = None if args.dtype == "float32" else jnp.bfloat16
-    model = init_llama(cfg, seed=0, dtype=dtype)
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    n_params = sum(x.size for x in jax.tree.leaves(params))
-    targets = aj.select_targets(params)
-    listed = aj.list_targets(targets)
-    flat = dict(aj.flatten_with_paths(params)[0])
-
-    def loss_fn(p, tokens):
-        logits = nnx.merge(graphdef, p, rest)(tokens[:, :-1])
-        return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+    params, targets, listed, flat, n_params, loss_fn = random_llama(cfg, args.dtype)
 
     tokens = jax.random.randint(jax.random.key(1), (args.batch, args.seq + 1), 0, cfg.vocab_size)
     txs = {"adamw": optax.adamw(1e-5, weight_decay=0.01)}

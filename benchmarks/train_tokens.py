@@ -45,20 +45,28 @@ def _optimizer_step_thunk(step, params, state, micro_batches):
     return run
 
 
-def bench_tokens(name, cfg, args):
-    cfg = reduced_config(cfg, args.layers, args.keep_vocab)
-    dtype = None if args.dtype == "float32" else jnp.bfloat16
+def random_llama(cfg, dtype_name: str):
+    """A random Llama of ``cfg`` split for a pure step: ``(params, targets, listed, flat,
+    n_params, loss_fn)``, ``loss_fn(params, tokens)`` the next-token cross-entropy."""
+    dtype = None if dtype_name == "float32" else jnp.bfloat16
     model = init_llama(cfg, seed=0, dtype=dtype)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     n_params = sum(x.size for x in jax.tree.leaves(params))
     targets = aj.select_targets(params)
     listed = aj.list_targets(targets)
     flat = dict(aj.flatten_with_paths(params)[0])
-    micro = args.batch * args.seq
 
     def loss_fn(p, tokens):
         logits = nnx.merge(graphdef, p, rest)(tokens[:, :-1])
         return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+    return params, targets, listed, flat, n_params, loss_fn
+
+
+def bench_tokens(name, cfg, args):
+    cfg = reduced_config(cfg, args.layers, args.keep_vocab)
+    params, targets, listed, flat, n_params, loss_fn = random_llama(cfg, args.dtype)
+    micro = args.batch * args.seq
 
     max_k = max(args.tokens_per_step) // micro
     keys = jax.random.split(jax.random.key(1), max_k)
