@@ -200,8 +200,7 @@ class Runner:
 
         # Token budgets that silently hurt: max_len truncating most inputs, long labels.
         self.warnings = data_warnings(self.adapter, self.tasks, c.data.max_len,
-                                      None if c.model.family == "bert" else c.eval.max_new_tokens,
-                                      c.eval.split)
+                                      c.eval.max_new_tokens, c.eval.split)
         for w in self.warnings:  # shown even without progress output
             print(f"[asvd-jax] warning: {w}", file=sys.stderr, flush=True)
         self.params0 = shard_tree(self.adapter.params, self.mesh)
