@@ -14,7 +14,7 @@ from asvd_jax._diagnostics import (
 )
 from asvd_jax._paths import flatten_with_paths, path_str
 from asvd_jax._projection import MODES, PRECISIONS, project, project_tree
-from asvd_jax._svd import exact_svd, randomized_svd
+from asvd_jax._svd import MatrixSVD, exact_svd, randomized_svd, weight_svds
 from asvd_jax._targets import DEFAULT_EXCLUDE, MatrixSpec, list_targets, select_targets
 from asvd_jax._transform import (
     ProjectOutProtectedState,
@@ -30,6 +30,7 @@ __all__ = [
     "AccumulateGradientsState",
     "DEFAULT_EXCLUDE",
     "MODES",
+    "MatrixSVD",
     "MatrixSpec",
     "PRECISIONS",
     "ProjectOutProtectedState",
@@ -51,5 +52,6 @@ __all__ = [
     "pure_bases",
     "set_bases",
     "track_applied_updates",
+    "weight_svds",
     "with_projection",
 ]

@@ -19,7 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from asvd_jax._paths import flatten_with_paths
-from asvd_jax._svd import exact_svd, orthogonal_complement, randomized_svd
+from asvd_jax._svd import (
+    MatrixSVD,
+    exact_svd,
+    leaf_matrices,
+    orthogonal_complement,
+    randomized_svd,
+)
 from asvd_jax._targets import MatrixSpec, is_floating, is_spec_or_none
 
 
@@ -141,6 +147,7 @@ def compute_bases(
     power_iters: int = 2,
     seed: int = 0,
     fixed_layout: tuple[float, float] | None = None,
+    svds: Mapping[str, MatrixSVD] | None = None,
 ) -> Any:
     """Pytree like ``params`` with a ``SubspaceBasis`` at each target and None elsewhere.
 
@@ -160,9 +167,14 @@ def compute_bases(
         the bases of every task have the same shapes and storage flags and ``set_bases``
         does not retrace a jitted step. ``None`` (default): the exact width for these ranks
         (cheapest per step, but new ranks mean new shapes). A rank outside the range raises.
+      svds: ``{path: MatrixSVD}`` from ``weight_svds(params, targets)`` when already computed
+        (e.g. for the rank statistics): the bases are cut from them and no SVD runs here. The
+        same numbers as ``method="exact"`` (``weight_svds`` is that SVD).
     """
     if method not in ("exact", "randomized"):
         raise ValueError(f"method must be 'exact' or 'randomized', got {method!r}")
+    if svds is not None and method != "exact":
+        raise ValueError("svds= holds exact SVDs: use it with method='exact' (the default)")
     if fixed_layout is not None:
         lo, hi = fixed_layout
         if not 0.0 <= lo <= hi <= 1.0:
@@ -185,13 +197,22 @@ def compute_bases(
             raise TypeError(f"{path}: target leaf must be floating, got dtype "
                             f"{getattr(leaf, 'dtype', type(leaf).__name__)}")
         key, sub = jax.random.split(key)
+        svd = None
+        if svds is not None:
+            if path not in svds:
+                raise ValueError(f"svds: no SVD for target {path!r}")
+            svd = svds[path]
+            if not isinstance(svd, MatrixSVD):
+                raise TypeError(f"svds[{path!r}]: expected a MatrixSVD (from weight_svds), "
+                                f"got {type(svd).__name__}")
+            svd.check(path, leaf.shape, spec.resolve(leaf.ndim, path))
         out.append(_leaf_basis(path, leaf, spec, rank_map[path], method, sub,
-                               oversample, power_iters, fixed_layout))
+                               oversample, power_iters, fixed_layout, svd))
     return t_def.unflatten(out)
 
 
 def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters,
-                fixed_layout=None) -> SubspaceBasis:
+                fixed_layout=None, svd=None) -> SubspaceBasis:
     spec = spec.resolve(leaf.ndim, path)
     batch, m, n = spec.matrix_shape(leaf.shape)
     r = min(m, n)
@@ -210,23 +231,22 @@ def _leaf_basis(path, leaf, spec, rank, method, key, oversample, power_iters,
     out_comp = n == r and (r - k_min) < k_max
     w_in = r - k_min if in_comp else k_max
     w_out = r - k_min if out_comp else k_max
-    # Host copy first: SVDs of mesh-sharded arrays run as slow collectives (jax-notes.md).
-    host = np.asarray(jax.device_get(leaf), dtype=np.float32)
-    if not np.isfinite(host).all():
-        # An SVD of NaN/Inf gives all-NaN bases (LAPACK may only print a warning), and every
-        # later update of this matrix would then be NaN: stop here, naming the matrix.
-        bad = int(np.size(host) - np.isfinite(host).sum())
-        raise ValueError(f"{path}: weight has {bad} non-finite value(s) (NaN or Inf); "
-                         "cannot compute its singular bases")
-    mats = np.asarray(spec.to_matrix(jnp.asarray(host))).reshape(-1, m, n)
+    if svd is None:
+        mats, _ = leaf_matrices(path, leaf, spec)
+    else:
+        ins_all = jnp.asarray(svd.input, jnp.float32).reshape(-1, m, r)
+        outs_all = jnp.asarray(svd.output, jnp.float32).reshape(-1, n, r)
     ins, outs = [], []
     for i, k in enumerate(ks.ravel().tolist()):
         if k == 0:  # nothing protected (and a complement is never stored when some k is 0)
             ins.append(jnp.zeros((m, w_in), jnp.float32))  # nothing protected: no SVD needed
             outs.append(jnp.zeros((n, w_out), jnp.float32))
             continue
-        a, b = _side_bases(mats[i], k, method, jax.random.fold_in(key, i), oversample,
-                           power_iters)
+        if svd is not None:
+            a, b = ins_all[i], outs_all[i]
+        else:
+            a, b = _side_bases(mats[i], k, method, jax.random.fold_in(key, i), oversample,
+                               power_iters)
         ins.append(_side(a, k, r, in_comp, w_in, m))
         outs.append(_side(b, k, r, out_comp, w_out, n))
     stack_in = jnp.stack(ins).reshape(batch + (m, w_in)) if ins else jnp.zeros(batch + (m, w_in))

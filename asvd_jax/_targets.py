@@ -241,6 +241,35 @@ def is_spec_or_none(x: Any) -> bool:
 
 
 def list_targets(targets: Any) -> list[tuple[str, MatrixSpec]]:
-    """``[(path, spec)]`` of the targets chosen by ``select_targets``, in leaf order."""
-    leaves, _ = flatten_with_paths(targets, is_leaf=is_spec_or_none)
-    return [(p, s) for p, s in leaves if s is not None]
+    """``[(path, spec)]`` of the targets, in order; the one reader of every targets form.
+
+    Accepted: the tree ``select_targets`` returns (a ``MatrixSpec`` at each target, None
+    elsewhere), a mapping ``{path: MatrixSpec or None}``, or a sequence of paths (each a plain
+    kernel, ``MatrixSpec()``: the last two axes are ``(in, out)``, leading axes batch axes).
+    """
+    if isinstance(targets, str):
+        raise TypeError("targets: expected paths, a {path: MatrixSpec} mapping or a targets "
+                        "pytree, got a str")
+    # A flat {path: spec} mapping and a targets tree agree where both readings apply (a flat
+    # params dict), so a mapping whose values are all specs or None is read by path.
+    if isinstance(targets, Mapping) and all(
+            isinstance(k, str) and is_spec_or_none(v) for k, v in targets.items()):
+        items = list(targets.items())
+    elif isinstance(targets, Sequence) and targets and all(isinstance(p, str) for p in targets):
+        items = [(p, MatrixSpec()) for p in targets]
+    else:
+        items, _ = flatten_with_paths(targets, is_leaf=is_spec_or_none)
+    for path, spec in items:
+        if not is_spec_or_none(spec):
+            raise TypeError(f"targets[{path!r}]: expected a MatrixSpec or None, got "
+                            f"{type(spec).__name__}")
+    return [(p, s) for p, s in items if s is not None]
+
+
+def target_specs(targets: Any) -> dict[str, MatrixSpec]:
+    """``{path: MatrixSpec}`` from ``list_targets``; ValueError when there is no target."""
+    specs = dict(list_targets(targets))
+    if not specs:
+        raise ValueError("targets: no target matrices given (every entry is None or the tree "
+                         "is empty)")
+    return specs

@@ -5,13 +5,13 @@
 Loads the preset's model and data, then times (seconds, wall clock) the pieces of
 ``asvd.start_task`` on task 0's statistics examples (``method.stats_examples``):
 
-* ``svds``: ``ranks.weight_svds`` of every target (float64 host SVDs);
+* ``svds``: ``asvd_jax.weight_svds`` of every target (float32 host SVDs);
 * ``statistics[full]`` / ``statistics[compact]``: ``ranks.collect_statistics`` over the
   statistics batches padded to ``max_len`` (the old layout) and at one compact width (the
   runner's ``same_width``), first call (compile included) and the median of the next
   ``--repeats`` calls (a fresh jit each, as the runner makes one per task; the persistent
   compile cache is on, in a fresh folder, as in the runner: the later calls hit it);
-* ``bases``: ``bases_from_svds`` at the paper policy's ranks.
+* ``bases``: ``compute_bases(..., svds=svds)`` at the paper policy's ranks.
 The runner pays svds + statistics + bases once per task boundary. Run from the repository root.
 """
 
@@ -48,7 +48,6 @@ def main(argv=None) -> dict:
     from asvd_jax import ranks
     from asvd_jax.cl import load_config
     from asvd_jax.cl._compact import same_width
-    from asvd_jax.cl._methods import bases_from_svds
     from asvd_jax.cl._models import load_model
     from asvd_jax.cl._runner import make_adapter
     from asvd_jax.cl._sequence import load_sequence, statistics_items
@@ -65,7 +64,7 @@ def main(argv=None) -> dict:
     row: dict = {"config": args.config, "stats_examples": len(items), "targets": len(aj.list_targets(targets))}
 
     t = time.perf_counter()
-    svds = ranks.weight_svds(params, targets)
+    svds = aj.weight_svds(params, targets)
     jax.block_until_ready(jax.tree.leaves(svds))
     row["svds_s"] = round(time.perf_counter() - t, 2)
     specs = dict(aj.list_targets(targets))
@@ -82,7 +81,7 @@ def main(argv=None) -> dict:
                                      "median_next_s": round(statistics.median(times[1:]), 2)}
     plan = ranks.plan_ranks(stats, ranks.PaperPolicy(mrr=c.method.mrr, trr=c.method.trr))
     t = time.perf_counter()
-    bases = bases_from_svds(params, targets, plan.ranks(), svds)
+    bases = aj.compute_bases(params, plan.ranks(), targets, svds=svds)
     jax.block_until_ready(jax.tree.leaves(bases))
     row["bases_s"] = round(time.perf_counter() - t, 2)
     row["blas_threads_env"] = os.environ.get("OPENBLAS_NUM_THREADS")

@@ -30,12 +30,13 @@ def resumed_run(tmp_path_factory):
     run_dir = str(root / "run")
     # The first segment through Runner, to keep the weights task 2's plan is made from.
     from asvd_jax.cl._runner import Runner
-    from asvd_jax.ranks._matrix import params_by_path
+    from asvd_jax import flatten_with_paths
 
     first = Runner(load_config(None, overrides + ["run.stop_after_task=0"]), run_dir=run_dir)
     first.run()
     first.trackers.close()
-    q = np.asarray(params_by_path(first.params)["layers/0/attn/q_proj/kernel"], np.float64)
+    q = np.asarray(dict(flatten_with_paths(first.params)[0])["layers/0/attn/q_proj/kernel"],
+                   np.float64)
     metrics = run(load_config(None, overrides), run_dir=run_dir, resume=True)
     _TASK1_END["q_proj"] = q
     return root / "run", metrics

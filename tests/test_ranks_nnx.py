@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 from tolerances import assert_close
 
+from asvd_jax import weight_svds
 from asvd_jax.models._capture import assign_capture_names
 from asvd_jax.models._layers import Linear
 from asvd_jax.ranks import (
@@ -14,7 +15,6 @@ from asvd_jax.ranks import (
     collect_statistics_nnx,
     nnx_capture_fn,
     plan_ranks,
-    weight_svds,
 )
 
 
@@ -77,7 +77,7 @@ def test_nnx_model_statistics_exclude_bias_and_padding(seed):
         st = stats[path]
         assert st.tokens == int(keep.sum())
         assert_close(st.cos_truncate, cos.mean(), "float32", err_msg=path)
-        z = x @ np.asarray(svds[path].input_vectors, np.float64)
+        z = x @ np.asarray(svds[path].input, np.float64)
         assert_close(st.input_energy, (z**2).mean(0), "float32", scale=(z**2).mean(0).max(), err_msg=path)
     plan = plan_ranks(stats, PaperPolicy())
     assert [e.path for e in plan.entries] == targets

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from tolerances import assert_close
 
-from asvd_jax.ranks import collect_statistics, weight_svds
-from asvd_jax.ranks._matrix import DefaultSpec, target_layouts
-from asvd_jax.ranks._stats import StatisticsState, _zero_sums, make_accumulate
+from asvd_jax import MatrixSpec, weight_svds
+from asvd_jax.ranks import collect_statistics
+from asvd_jax.ranks._stats import StatisticsState, _targets, _zero_sums, make_accumulate
 
 SEEDS = (0, 1, 2)
 SHAPES = {"sq/kernel": (7, 7), "tall/kernel": (9, 4), "wide/kernel": (4, 9)}
@@ -29,7 +29,7 @@ def _reference(x, kernel, svd):
     """float64 statistics of tokens x (T, d_in) through kernel (d_in, d_out), given the SVD."""
     x = np.asarray(x, np.float64)
     k = np.asarray(kernel, np.float64)
-    vec = np.asarray(svd.input_vectors, np.float64)
+    vec = np.asarray(svd.input, np.float64)
     s = np.asarray(svd.singular_values, np.float64)
     y = x @ k
     m = min(k.shape)
@@ -184,7 +184,7 @@ def test_n_batches_equal_one_batch_and_compile_once(seed):
         traces.append(1)
         return _capture(p, batch)
 
-    layouts = target_layouts(params, list(SHAPES))
+    layouts = _targets(params, list(SHAPES))
     step = make_accumulate(counting, layouts)
     svds = weight_svds(params, list(SHAPES))
     kernels = {p: params[p.split("/")[0]]["kernel"] for p in SHAPES}
@@ -204,12 +204,7 @@ def test_stacked_and_multi_axis_targets(seed):
     stack = rng.normal(size=(3, 6, 4))
     heads = rng.normal(size=(2, 3, 5))
     params = {"stack": jnp.asarray(stack, jnp.float32), "heads": jnp.asarray(heads, jnp.float32)}
-
-    class Spec:
-        def __init__(self, i, o):
-            self.in_axes, self.out_axes = i, o
-
-    targets = {"stack": Spec((1,), (2,)), "heads": Spec((0, 1), (2,))}
+    targets = {"stack": MatrixSpec((1,), (2,)), "heads": MatrixSpec((0, 1), (2,))}
     xs = rng.normal(size=(3, 2, 4, 6))  # (layers, batch, seq, d_in)
     xh = rng.normal(size=(2, 4, 2, 3))  # (batch, seq, heads, head_dim)
 
@@ -254,7 +249,7 @@ def test_bad_inputs_raise_clear_errors():
     empty = [{"x": b["x"], "mask": jnp.zeros((2, 5))} for b in batches]
     with pytest.raises(ValueError, match="no unmasked tokens"):
         collect_statistics(_capture, params, empty, list(SHAPES))
-    with pytest.raises(ValueError, match="does not fit"):
-        collect_statistics(_capture, params, batches, {"sq/kernel": DefaultSpec((0,), (2,))})
+    with pytest.raises(ValueError, match="sq/kernel.*axis 2 out of range"):
+        collect_statistics(_capture, params, batches, {"sq/kernel": MatrixSpec((0,), (2,))})
     with pytest.raises(TypeError, match="got a str"):
         collect_statistics(_capture, params, batches, "sq/kernel")

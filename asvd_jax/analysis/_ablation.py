@@ -34,9 +34,10 @@ def truncate_ranks(params: Any, ranks: Mapping[str, Any], *, targets: Any = None
     Args:
       params: pytree of arrays (dict or ``nnx.State``); other leaves are returned as they are.
       ranks: ``{path: k}``, an int or one int per stack entry, 0 <= k <= min(d_in, d_out).
-      targets: how to read the leaves as matrices (see ``spectra_table``); default: every
-        path in ``ranks`` is a Flax (in, out) kernel, leading axes are stack axes.
-      svds: ``asvd_jax.ranks.weight_svds(params, targets)`` when already computed, so that
+      targets: how to read the leaves as matrices (a targets tree or ``{path: MatrixSpec}``,
+        as ``asvd_jax.list_targets`` reads them); default: every path in ``ranks`` is a Flax
+        (in, out) kernel, leading axes are stack axes.
+      svds: ``asvd_jax.weight_svds(params, targets)`` when already computed, so that
         sweeping k costs no new SVD.
 
     Returns:
@@ -45,17 +46,11 @@ def truncate_ranks(params: Any, ranks: Mapping[str, Any], *, targets: Any = None
     """
     import jax.numpy as jnp
 
-    from asvd_jax._targets import MatrixSpec
-    from asvd_jax.analysis._spectra import _target_specs
-    from asvd_jax.ranks import weight_svds
+    from asvd_jax import list_targets, weight_svds
 
     if not ranks:
         raise ValueError("truncate_ranks: no ranks given")
-    if targets is None:
-        specs = {p: MatrixSpec() for p in ranks}
-    else:
-        specs = {p: (s if s is not None else MatrixSpec())
-                 for p, s in _target_specs(params, targets, "truncate_ranks").items()}
+    specs = dict(list_targets(list(ranks) if targets is None else targets))
     leaves, treedef = flatten_with_paths(params)
     by_path = dict(leaves)
     unknown = [p for p in ranks if p not in by_path or p not in specs]
@@ -80,8 +75,8 @@ def truncate_ranks(params: Any, ranks: Mapping[str, Any], *, targets: Any = None
         if k.size and (k.min() < 0 or k.max() > r):
             raise ValueError(f"truncate_ranks: {path}: k must lie in [0, {r}], got {k.ravel().tolist()}")
         keep = jnp.where(jnp.arange(r) < jnp.asarray(k)[..., None], s, 0.0)
-        mat = jnp.einsum("...ir,...r,...or->...io", jnp.asarray(svd.input_vectors, jnp.float32), keep,
-                         jnp.asarray(svd.output_vectors, jnp.float32),
+        mat = jnp.einsum("...ir,...r,...or->...io", jnp.asarray(svd.input, jnp.float32), keep,
+                         jnp.asarray(svd.output, jnp.float32),
                          precision="highest")
         spec = specs[path].resolve(np.ndim(leaf), path)
         out.append(spec.from_matrix(mat, np.shape(leaf)).astype(leaf.dtype))

@@ -79,31 +79,37 @@ def capacity_record(params: Any, targets: Any, protected: Mapping[str, Any] | No
     """
     import jax
 
-    from asvd_jax.ranks._matrix import params_by_path, target_layouts
+    from asvd_jax import flatten_with_paths, list_targets
 
-    leaves = params_by_path(params)
+    leaves = dict(flatten_with_paths(params)[0])
     matrices: dict[str, dict] = {}
-    for path, layout in target_layouts(params, targets).items():
-        ks = np.zeros(layout.stack_size, np.int64) if protected is None else \
-            np.broadcast_to(np.asarray(protected[path], np.int64).ravel(), (layout.stack_size,))
-        d = layout.min_dim
+    for path, spec in list_targets(targets):
+        if path not in leaves:
+            raise ValueError(f"capacity_record: no parameter at target path {path!r}")
+        shape = np.shape(leaves[path])
+        spec = spec.resolve(len(shape), path)
+        stack_shape, d_in, d_out = spec.matrix_shape(shape)
+        stack_size = int(np.prod(stack_shape, dtype=np.int64))
+        ks = np.zeros(stack_size, np.int64) if protected is None else \
+            np.broadcast_to(np.asarray(protected[path], np.int64).ravel(), (stack_size,))
+        d = min(d_in, d_out)
         if singular_values is not None and path in singular_values:
-            spectra = np.asarray(singular_values[path], np.float64).reshape(layout.stack_size, d)
+            spectra = np.asarray(singular_values[path], np.float64).reshape(stack_size, d)
         elif not ks.any():  # nothing protected: all the energy is free, no SVD needed
-            spectra = np.ones((layout.stack_size, d))
+            spectra = np.ones((stack_size, d))
         else:
             host = np.asarray(jax.device_get(leaves[path]), dtype=np.float64)
-            view = np.transpose(host, layout.perm).reshape(layout.stack_size, layout.d_in, layout.d_out)
+            view = spec.to_matrix(host).reshape(stack_size, d_in, d_out)
             spectra = np.stack([np.linalg.svd(m, compute_uv=False) for m in view])
         rows = []
-        for b in range(layout.stack_size):
+        for b in range(stack_size):
             s = spectra[b]
             k = int(ks[b])
             nxt = projected_rank(policy, stage + 1, num_stages, d, k, protected is not None)
             rows.append({"protected": k, "free": d - k, "free_fraction": (d - k) / d,
                          "free_energy": _free_energy(s, k),
                          "projected_free": None if nxt is None else d - nxt})
-        stacked = bool(layout.stack_shape)
+        stacked = bool(stack_shape)
         entry: dict[str, Any] = {"min_dim": d}
         for key in rows[0]:
             vals = [r[key] for r in rows]

@@ -19,20 +19,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from asvd_jax._paths import flatten_with_paths
+from asvd_jax import MatrixSpec, flatten_with_paths, list_targets
 
 
-def _is_spec(x: Any) -> bool:
-    # Duck-typed so this module does not depend on the core's MatrixSpec class.
-    return hasattr(x, "in_axes") and hasattr(x, "out_axes")
-
-
-def as_matrices(leaf: Any, spec: Any = None, *, name: str = "matrix") -> np.ndarray:
+def as_matrices(leaf: Any, spec: MatrixSpec | None = None, *, name: str = "matrix") -> np.ndarray:
     """``leaf`` regrouped as float64 matrices of shape (*batch, d_in, d_out).
 
-    ``spec`` is a MatrixSpec-like object with ``in_axes`` and ``out_axes``; every other axis
-    is a batch axis (scan-stacked layers). Without a spec, ``leaf`` must be 2-D and is read in
-    the Flax (in, out) layout.
+    ``spec``: the leaf's ``MatrixSpec`` (every other axis is a batch axis, e.g. scan-stacked
+    layers). Without a spec, ``leaf`` must be 2-D and is read in the Flax (in, out) layout.
     """
     arr = np.asarray(leaf, dtype=np.float64)
     if spec is None:
@@ -42,16 +36,9 @@ def as_matrices(leaf: Any, spec: Any = None, *, name: str = "matrix") -> np.ndar
                 f"and output (shape {arr.shape})"
             )
         return arr
-    in_axes = tuple(a % arr.ndim for a in spec.in_axes)
-    out_axes = tuple(a % arr.ndim for a in spec.out_axes)
-    if not in_axes or not out_axes or set(in_axes) & set(out_axes):
-        raise ValueError(f"{name}: MatrixSpec needs disjoint, non-empty in/out axes, got {spec}")
-    batch_axes = tuple(a for a in range(arr.ndim) if a not in in_axes + out_axes)
-    moved = np.transpose(arr, batch_axes + in_axes + out_axes)
-    batch_shape = tuple(arr.shape[a] for a in batch_axes)
-    d_in = int(np.prod([arr.shape[a] for a in in_axes]))
-    d_out = int(np.prod([arr.shape[a] for a in out_axes]))
-    return moved.reshape(batch_shape + (d_in, d_out))
+    if not isinstance(spec, MatrixSpec):
+        raise TypeError(f"{name}: spec must be an asvd_jax.MatrixSpec, got {type(spec).__name__}")
+    return spec.resolve(arr.ndim, name).to_matrix(arr)
 
 
 def singular_spectrum(matrix: Any, spec: Any = None) -> np.ndarray:
@@ -158,17 +145,18 @@ def _is_float_matrix(leaf: Any) -> bool:
         np.dtype(dtype).kind == "f" or np.dtype(dtype).name == "bfloat16")
 
 
-def _target_specs(params: Any, targets: Any, fn: str) -> dict[str, Any]:
-    """{path: spec or None} from a targets pytree, a {path: spec} mapping, or None."""
+def _target_specs(params: Any, targets: Any, fn: str) -> dict[str, MatrixSpec | None]:
+    """{path: spec or None (a plain 2-D matrix)}: every floating 2-D leaf for None, the mapping
+    itself for ``{path: MatrixSpec or None}``, else the core's ``list_targets``."""
     leaves = dict(flatten_with_paths(params)[0])
     if targets is None:
         specs = {p: None for p, leaf in leaves.items() if _is_float_matrix(leaf)}
     elif isinstance(targets, Mapping) and all(
-        isinstance(k, str) and (v is None or _is_spec(v)) for k, v in targets.items()
+        isinstance(k, str) and (v is None or isinstance(v, MatrixSpec)) for k, v in targets.items()
     ):
         specs = dict(targets)
     else:
-        specs = {p: s for p, s in flatten_with_paths(targets, is_leaf=_is_spec)[0] if _is_spec(s)}
+        specs = dict(list_targets(targets))
     missing = [p for p in specs if p not in leaves]
     if missing:
         raise ValueError(f"{fn}: target paths not in params: {missing[:5]}")

@@ -66,40 +66,6 @@ def freeze_non_targets(targets: Any) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def bases_from_svds(params: Any, targets: Any, ranks: dict, svds: dict) -> Any:
-    """``aj.compute_bases(params, ranks, targets)`` built from SVDs already computed for the
-    statistics (``asvd_jax.ranks.weight_svds``), so a task boundary does one SVD per matrix.
-
-    Same storage rule as the core: on a complete side (dimension = min(m, n)) the narrower of
-    the protected basis (k columns) and its complement (r - k columns) is kept. Stacked leaves
-    fall back to ``compute_bases`` (they need per-entry padding).
-    """
-    leaves, treedef = aj.flatten_with_paths(targets, is_leaf=lambda x: x is None or isinstance(x, aj.MatrixSpec))
-    by_path = dict(aj.flatten_with_paths(params)[0])
-    if any(spec is not None and spec.resolve(by_path[path].ndim, path).batch_axes(by_path[path].ndim)
-           for path, spec in leaves):
-        return aj.compute_bases(params, ranks, targets)
-    out = []
-    for path, spec in leaves:
-        if spec is None:
-            out.append(None)
-            continue
-        spec = spec.resolve(by_path[path].ndim, path)
-        svd = svds[path]
-        k = int(np.asarray(ranks[path]))
-        a, b = jnp.asarray(svd.input_vectors, jnp.float32), jnp.asarray(svd.output_vectors, jnp.float32)
-        m, r = a.shape
-        n = b.shape[0]
-        if not 0 <= k <= r:
-            raise ValueError(f"{path}: rank {k} outside [0, {r}]")
-        in_comp = m == r and (r - k) < k
-        out_comp = n == r and (r - k) < k
-        side_in = a[:, k:] if in_comp else a[:, :k]
-        side_out = b[:, k:] if out_comp else b[:, :k]
-        out.append(aj.SubspaceBasis(side_in, side_out, spec, in_comp, out_comp))
-    return treedef.unflatten(out)
-
-
 class SequentialFineTuning:
     """Full fine-tuning of every parameter, task after task (the lower bound, k = 0)."""
 
@@ -159,7 +125,7 @@ class ASVD(SequentialFineTuning):
         self.singular_values = None  # {path: (*stack, r)} of this boundary's SVDs (capacity report)
         if ctx.index == 0 or ctx.previous_batches is None:
             return ctx.params, None
-        svds = ranks.weight_svds(ctx.params, ctx.targets)
+        svds = aj.weight_svds(ctx.params, ctx.targets)
         specs = dict(aj.list_targets(ctx.targets))
         paths = list(specs)
         # Models whose targets see several token streams (T5: encoder and decoder states)
@@ -176,7 +142,7 @@ class ASVD(SequentialFineTuning):
         self.singular_values = {p: np.asarray(svds[p].singular_values) for p in paths}
         # Bases also for the "none" ablation: nothing is projected, but the leakage record
         # then shows how much of the update lands in what would have been protected.
-        self._bases = bases_from_svds(ctx.params, ctx.targets, self._plan.ranks(), svds)
+        self._bases = aj.compute_bases(ctx.params, self._plan.ranks(), ctx.targets, svds=svds)
         return ctx.params, None
 
     @property

@@ -4,14 +4,13 @@
 
 Typical task boundary::
 
-    svds = weight_svds(params, targets)                   # one float32 SVD per matrix
+    svds = aj.weight_svds(params, targets)                # one float32 SVD per matrix
     stats = collect_statistics(capture_fn, params, batches, targets, svds=svds)
     plan = plan_ranks(stats, PaperPolicy(mrr=0.1, trr=0.8))
     print(plan.table()); plan.save(checkpoint_dir / "rank_plan.json")
-    bases = compute_bases(params, plan.ranks(), targets)
+    bases = aj.compute_bases(params, plan.ranks(), targets, svds=svds)  # no second SVD
 """
 
-from asvd_jax.ranks._matrix import MatrixSVD, weight_svds
 from asvd_jax.ranks._nnx import collect_statistics_nnx, nnx_capture_fn, set_optimizer_bases
 from asvd_jax.ranks._plan import RankEntry, RankPlan, plan_ranks
 from asvd_jax.ranks._policies import (
@@ -29,7 +28,6 @@ from asvd_jax.ranks._stats import MatrixStatistics, collect_statistics
 __all__ = [
     "BudgetPolicy",
     "EnergyPolicy",
-    "MatrixSVD",
     "MatrixStatistics",
     "Override",
     "PaperPolicy",
@@ -44,5 +42,4 @@ __all__ = [
     "nnx_capture_fn",
     "set_optimizer_bases",
     "plan_ranks",
-    "weight_svds",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from asvd_jax.ranks._matrix import MatrixSVD
+from asvd_jax import MatrixSVD
 from asvd_jax.ranks._stats import CaptureFn, MatrixStatistics, collect_statistics
 
 MaskSpec = str | Callable[[Any], Any]

@@ -1,6 +1,7 @@
 """Streaming activation statistics of every target matrix, accumulated in one jitted step.
 
-For a target with (d_in, d_out) view K = I diag(s) O^T (see ``_matrix``), an input token x
+For a target with (d_in, d_out) view K = I diag(s) O^T (its ``MatrixSpec`` view and the core's
+``weight_svds``: I = ``MatrixSVD.input``, O = ``MatrixSVD.output``), an input token x
 (a row, d_in), its output before bias y = x K, and z = x I (coordinates of x along the
 input-side singular directions), the step adds over the unmasked tokens:
 
@@ -27,15 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from asvd_jax.ranks._matrix import (
-    MatrixLayout,
-    MatrixSVD,
-    check_svd,
-    matrix_view,
-    params_by_path,
-    target_layouts,
-    weight_svds,
-)
+from asvd_jax import MatrixSpec, MatrixSVD, flatten_with_paths, list_targets, weight_svds
 
 CaptureFn = Callable[[Any, Any], tuple[Mapping[str, jax.Array], jax.Array]]
 """capture_fn(params, batch) -> ({path: inputs (*stack, batch, seq, *in_dims)}, mask (batch, seq))."""
@@ -58,7 +51,48 @@ class StatisticsState(NamedTuple):
     sums: dict[str, MatrixSums]
 
 
-def _zero_sums(layout: MatrixLayout) -> MatrixSums:
+class _Target(NamedTuple):
+    """A target leaf's shape and resolved spec, with the (stack, d_in, d_out) sizes."""
+
+    path: str
+    shape: tuple[int, ...]
+    spec: MatrixSpec
+    stack_shape: tuple[int, ...]
+    d_in: int
+    d_out: int
+
+    @property
+    def stack_size(self) -> int:
+        return int(np.prod(self.stack_shape, dtype=np.int64))
+
+    @property
+    def min_dim(self) -> int:
+        return min(self.d_in, self.d_out)
+
+    @property
+    def in_dims(self) -> tuple[int, ...]:
+        return tuple(self.shape[a] for a in self.spec.in_axes)
+
+    def matrices(self, leaf: jax.Array) -> jax.Array:
+        return self.spec.to_matrix(leaf).reshape(self.stack_size, self.d_in, self.d_out)
+
+
+def _targets(params: Any, targets: Any) -> dict[str, _Target]:
+    leaves = dict(flatten_with_paths(params)[0])
+    specs = dict(list_targets(targets))
+    if not specs:
+        raise ValueError("targets: no target matrices given (every entry is None or the tree is empty)")
+    out = {}
+    for path, spec in specs.items():
+        if path not in leaves:
+            raise ValueError(f"targets: no parameter at path {path!r}")
+        shape = tuple(int(d) for d in np.shape(leaves[path]))
+        spec = spec.resolve(len(shape), path)
+        out[path] = _Target(path, shape, spec, *spec.matrix_shape(shape))
+    return out
+
+
+def _zero_sums(layout: _Target) -> MatrixSums:
     n, r = layout.stack_size, layout.min_dim
     vec, mat = jnp.zeros((n,), jnp.float32), jnp.zeros((n, r), jnp.float32)
     return MatrixSums(vec, vec, mat, vec, mat)
@@ -99,7 +133,7 @@ def _matrix_sums(x: jax.Array, kernel: jax.Array, vectors: jax.Array, values: ja
     )
 
 
-def _flat_inputs(path: str, inputs: jax.Array, layout: MatrixLayout, mask_shape: tuple) -> jax.Array:
+def _flat_inputs(path: str, inputs: jax.Array, layout: _Target, mask_shape: tuple) -> jax.Array:
     want = (*layout.stack_shape, *mask_shape, *layout.in_dims)
     if tuple(inputs.shape) != want:
         raise ValueError(
@@ -109,7 +143,7 @@ def _flat_inputs(path: str, inputs: jax.Array, layout: MatrixLayout, mask_shape:
     return inputs.astype(jnp.float32).reshape(layout.stack_size, -1, layout.d_in)
 
 
-def make_accumulate(capture_fn: CaptureFn, layouts: Mapping[str, MatrixLayout]):
+def make_accumulate(capture_fn: CaptureFn, layouts: Mapping[str, _Target]):
     """Jitted ``step(state, params, kernels, svds, batch) -> state``; compiled once per batch shape.
 
     ``kernels`` is {path: target leaf}, ``svds`` {path: MatrixSVD}; the forward (capture_fn)
@@ -130,10 +164,10 @@ def make_accumulate(capture_fn: CaptureFn, layouts: Mapping[str, MatrixLayout]):
         sums = {}
         for path, layout in layouts.items():
             x = _flat_inputs(path, acts[path], layout, tuple(mask.shape))
-            kernel = matrix_view(kernels[path], layout).astype(jnp.float32)
+            kernel = layout.matrices(kernels[path]).astype(jnp.float32)
             svd = svds[path]
             n, r = layout.stack_size, layout.min_dim
-            new = _matrix_sums(x, kernel, svd.input_vectors.reshape(n, layout.d_in, r),
+            new = _matrix_sums(x, kernel, svd.input.reshape(n, layout.d_in, r),
                                svd.singular_values.reshape(n, r), weight)
             sums[path] = jax.tree.map(jnp.add, state.sums[path], new)
         tokens = state.tokens + jnp.sum(mask > 0).astype(jnp.int32)
@@ -191,7 +225,7 @@ class MatrixStatistics:
         return np.minimum(frac, 1.0)
 
 
-def _finish(layout: MatrixLayout, sums: MatrixSums, svd: MatrixSVD, tokens: int) -> MatrixStatistics:
+def _finish(layout: _Target, sums: MatrixSums, svd: MatrixSVD, tokens: int) -> MatrixStatistics:
     def mean(a, trailing=()):
         return (np.asarray(a, np.float64) / tokens).reshape((*layout.stack_shape, *trailing))
 
@@ -230,19 +264,23 @@ def collect_statistics(
       params: the parameter pytree handed to ``capture_fn`` (targets are read from it by path).
       batches: an iterable of batches of one fixed shape (pad the last one and mask it).
       targets: a targets pytree, a ``{path: spec}`` mapping or a list of paths (plain kernels).
-      svds: ``weight_svds(params, targets)`` if already computed (it is reused for the bases).
+      svds: ``asvd_jax.weight_svds(params, targets)`` if already computed (it is reused for
+        the bases: ``compute_bases(..., svds=svds)``).
 
     Returns:
       {path: MatrixStatistics} in target order; means over all unmasked tokens.
     """
-    layouts = target_layouts(params, targets)
+    layouts = _targets(params, targets)
     if svds is None:
         svds = weight_svds(params, targets)
     for path, layout in layouts.items():
         if path not in svds:
             raise ValueError(f"svds: no SVD for target {path!r}")
-        check_svd(svds[path], layout)
-    leaves = params_by_path(params)
+        if not isinstance(svds[path], MatrixSVD):
+            raise TypeError(f"svds[{path!r}]: expected a MatrixSVD (from asvd_jax.weight_svds), "
+                            f"got {type(svds[path]).__name__}")
+        svds[path].check(path, layout.shape, layout.spec)
+    leaves = dict(flatten_with_paths(params)[0])
     kernels = {p: leaves[p] for p in layouts}
     svds = {p: svds[p] for p in layouts}
     step = make_accumulate(capture_fn, layouts)

@@ -44,9 +44,9 @@ import numpy as np
 from flax import nnx
 
 from asvd_jax import analysis as an
+from asvd_jax import weight_svds
 from asvd_jax.data import build_offline_suite, decoder_batch, format_prompt
 from asvd_jax.models.llama import load_smollm2, token_logprobs
-from asvd_jax.ranks import weight_svds
 
 model, tokenizer = load_smollm2()
 graphdef, params, rest = nnx.split(model, nnx.Param, ...)

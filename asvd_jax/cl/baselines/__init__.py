@@ -10,14 +10,14 @@ EWC and O-LoRA carry arrays between tasks (Fisher and anchor; earlier A factors)
 """
 
 from asvd_jax.cl.baselines._ewc import EWC, EWCConfig, diagonal_fisher, ewc, ewc_penalty
-from asvd_jax.cl.baselines._lora import LoRAConfig, MatrixLayout, SequentialLoRA, lora
+from asvd_jax.cl.baselines._lora import AdapterTarget, LoRAConfig, SequentialLoRA, lora
 from asvd_jax.cl.baselines._olora import OLoRA, OLoRAConfig, olora, orthogonality_loss
 
 __all__ = [
+    "AdapterTarget",
     "EWC",
     "EWCConfig",
     "LoRAConfig",
-    "MatrixLayout",
     "OLoRA",
     "OLoRAConfig",
     "SequentialLoRA",

@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from asvd_jax._paths import flatten_with_paths
-from asvd_jax._targets import MatrixSpec
+from asvd_jax import MatrixSpec, flatten_with_paths, list_targets
 
 
 def nest(flat: Mapping[str, Any]) -> dict:
@@ -47,15 +46,15 @@ def lookup(nested: Mapping[str, Any], path: str) -> Any | None:
     return node
 
 
-def target_specs(targets: Any, include: Iterable[str] = ()) -> dict[str, Any]:
-    """``{path: MatrixSpec}`` of the targets pytree, narrowed to paths matching ``include``.
+def included_targets(targets: Any, include: Iterable[str] = ()) -> dict[str, MatrixSpec]:
+    """``{path: MatrixSpec}`` of the targets (``asvd_jax.list_targets``), narrowed to paths
+    matching ``include``.
 
     ``include`` holds regular expressions matched with ``re.search`` (case-insensitive, as in
     ``select_targets``) against the path string; empty keeps every target. A pattern that
     matches no target is an error, as is a targets tree without any MatrixSpec.
     """
-    flat, _ = flatten_with_paths(targets, is_leaf=lambda x: x is None or isinstance(x, MatrixSpec))
-    specs = {path: spec for path, spec in flat if spec is not None and isinstance(spec, MatrixSpec)}
+    specs = dict(list_targets(targets))
     if not specs:
         raise ValueError("targets: the targets pytree holds no MatrixSpec (no target matrix)")
     include = tuple(include)

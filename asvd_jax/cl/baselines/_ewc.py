@@ -32,9 +32,9 @@ from asvd_jax.cl.baselines._common import (
     adamw,
     check_positive,
     floating_leaves,
+    included_targets,
     lookup,
     nest,
-    target_specs,
     to_float,
 )
 
@@ -189,7 +189,7 @@ class EWC:
         leaves = floating_leaves(ctx.params)
         if self.config.scope == "all":
             return list(leaves)
-        specs = target_specs(ctx.targets)
+        specs = included_targets(ctx.targets)
         missing = [p for p in specs if p not in leaves]
         if missing:
             raise ValueError(f"EWC scope='targets': target paths not among the float params: {missing}")

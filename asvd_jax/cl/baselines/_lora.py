@@ -22,7 +22,14 @@ import optax
 
 from asvd_jax._paths import flatten_with_paths
 from asvd_jax._targets import MatrixSpec
-from asvd_jax.cl.baselines._common import adamw, check_positive, lookup, nest, target_specs, to_float
+from asvd_jax.cl.baselines._common import (
+    adamw,
+    check_positive,
+    included_targets,
+    lookup,
+    nest,
+    to_float,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,14 +75,19 @@ class LoRAConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class MatrixLayout:
-    """A target leaf's shape and its resolved MatrixSpec (static, per leaf)."""
+class AdapterTarget:
+    """A target leaf's shape and its resolved MatrixSpec (static, per leaf).
+
+    Not a second matrix view: the view is ``MatrixSpec``'s (``matrix_shape``,
+    ``from_matrix``). A ``MatrixSpec`` holds axes only and fits leaves of any size; the traced
+    ``add_deltas`` also needs each leaf's shape before it sees the leaf, so this binds the two.
+    """
 
     shape: tuple[int, ...]
     spec: MatrixSpec
 
     @classmethod
-    def of(cls, path: str, shape: tuple[int, ...], spec: MatrixSpec) -> "MatrixLayout":
+    def of(cls, path: str, shape: tuple[int, ...], spec: MatrixSpec) -> "AdapterTarget":
         return cls(tuple(shape), spec.resolve(len(shape), path))
 
     @property
@@ -95,7 +107,7 @@ class MatrixLayout:
         return self.spec.from_matrix(matrix, self.shape)
 
 
-def init_factors(key: jax.Array, layout: MatrixLayout, config: LoRAConfig) -> dict[str, jax.Array]:
+def init_factors(key: jax.Array, layout: AdapterTarget, config: LoRAConfig) -> dict[str, jax.Array]:
     """``{"a": A ~ N(0, sigma^2) (*batch, d_in, r), "b": zeros (*batch, r, d_out)}``."""
     dtype = jnp.dtype(config.factor_dtype)
     std = config.init_std if config.init_std is not None else 1.0 / math.sqrt(layout.d_in)
@@ -104,12 +116,12 @@ def init_factors(key: jax.Array, layout: MatrixLayout, config: LoRAConfig) -> di
     return {"a": a.astype(dtype), "b": b}
 
 
-def lora_delta(factors: dict, layout: MatrixLayout, scale: float) -> jax.Array:
+def lora_delta(factors: dict, layout: AdapterTarget, scale: float) -> jax.Array:
     """scale * A @ B in the leaf's layout (dtype of the factors)."""
     return layout.to_leaf(scale * jnp.matmul(factors["a"], factors["b"]))
 
 
-def add_deltas(base: Any, factors: dict, layouts: dict[str, MatrixLayout], scale: float) -> Any:
+def add_deltas(base: Any, factors: dict, layouts: dict[str, AdapterTarget], scale: float) -> Any:
     """``base`` with ``scale * A @ B`` added at every path that has factors (traceable).
 
     The sum runs in the wider of the weight's and the factors' dtypes and is stored back in
@@ -128,9 +140,9 @@ def add_deltas(base: Any, factors: dict, layouts: dict[str, MatrixLayout], scale
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def build_layouts(params: Any, targets: Any, include: tuple[str, ...]) -> dict[str, MatrixLayout]:
-    """``{path: MatrixLayout}`` for every (included) target, checked against ``params``."""
-    specs = target_specs(targets, include)
+def build_layouts(params: Any, targets: Any, include: tuple[str, ...]) -> dict[str, AdapterTarget]:
+    """``{path: AdapterTarget}`` for every (included) target, checked against ``params``."""
+    specs = included_targets(targets, include)
     leaves = dict(flatten_with_paths(params)[0])
     layouts = {}
     for path, spec in specs.items():
@@ -139,11 +151,11 @@ def build_layouts(params: Any, targets: Any, include: tuple[str, ...]) -> dict[s
         leaf = leaves[path]
         if not jnp.issubdtype(leaf.dtype, jnp.floating):
             raise ValueError(f"LoRA target {path!r} is not a float array (dtype {leaf.dtype})")
-        layouts[path] = MatrixLayout.of(path, tuple(leaf.shape), spec)
+        layouts[path] = AdapterTarget.of(path, tuple(leaf.shape), spec)
     return layouts
 
 
-def new_adapters(ctx, layouts: dict[str, MatrixLayout], config: LoRAConfig) -> dict:
+def new_adapters(ctx, layouts: dict[str, AdapterTarget], config: LoRAConfig) -> dict:
     """Fresh path-nested factors, one key per target folded from the task's rng."""
     flat = {
         path: init_factors(jax.random.fold_in(ctx.rng, i), layout, config)
@@ -152,7 +164,7 @@ def new_adapters(ctx, layouts: dict[str, MatrixLayout], config: LoRAConfig) -> d
     return nest(flat)
 
 
-def adapter_record(trainable: dict, layouts: dict[str, MatrixLayout], config: LoRAConfig) -> dict:
+def adapter_record(trainable: dict, layouts: dict[str, AdapterTarget], config: LoRAConfig) -> dict:
     """JSON-safe summary: rank, scale, factor count and the norm of each merged delta."""
     norms = {}
     count = 0
@@ -181,7 +193,7 @@ class SequentialLoRA:
             raise TypeError(f"lora(config): expected LoRAConfig, got {type(config).__name__}")
         self.config = config
         # Static per run (the targets of one model); read by the traced functions.
-        self._layouts: dict[str, MatrixLayout] = {}
+        self._layouts: dict[str, AdapterTarget] = {}
 
     def start_task(self, ctx) -> tuple[dict, dict]:
         self._layouts = build_layouts(ctx.params, ctx.targets, self.config.include)

@@ -32,8 +32,8 @@ import optax
 from asvd_jax._paths import flatten_with_paths
 from asvd_jax.cl.baselines._common import adamw, check_positive, lookup, nest, to_float
 from asvd_jax.cl.baselines._lora import (
+    AdapterTarget,
     LoRAConfig,
-    MatrixLayout,
     adapter_record,
     add_deltas,
     build_layouts,
@@ -111,7 +111,7 @@ class OLoRA:
         if not isinstance(config, OLoRAConfig):
             raise TypeError(f"olora(config): expected OLoRAConfig, got {type(config).__name__}")
         self.config = config
-        self._layouts: dict[str, MatrixLayout] = {}
+        self._layouts: dict[str, AdapterTarget] = {}
         self._old_a: dict[str, jax.Array] = {}
         self._ranks: list[int] = []
 
