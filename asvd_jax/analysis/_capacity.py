@@ -43,22 +43,33 @@ def _k_of_fraction(fraction: float, min_dim: int) -> int:
     return int(_fraction_to_k(np.asarray(fraction, np.float64), min_dim))
 
 
+def rank_policy_of(method: Mapping[str, Any]) -> tuple[str, dict]:
+    """``(name, fields)`` of the rank policy in a MethodConfig dict: ``rank_policy: {name:
+    {fields}}``, or the flat layout of older run dirs (a name beside ``mrr``, ``trr``, ...)."""
+    policy = method.get("rank_policy", "?")
+    if isinstance(policy, Mapping) and len(policy) == 1:
+        (name, fields), = policy.items()
+        return str(name), dict(fields or {})
+    return str(policy), {k: method[k] for k in ("mrr", "trr", "max_fraction", "fraction", "tau")
+                         if k in method}
+
+
 def projected_rank(policy: Mapping[str, Any], next_stage: int, num_stages: int, min_dim: int,
                    current: int, have_plan: bool) -> int | None:
     """Protected rank at 0-based stage ``next_stage`` under ``policy`` (see module docstring).
 
-    ``policy``: ``{"rank_policy", "trr", "fraction", ...}`` (a MethodConfig as a dict).
+    ``policy``: a MethodConfig as a dict (``rank_policy_of`` reads it).
     """
     if next_stage >= num_stages:
         return None
-    name = policy["rank_policy"]
+    name, fields = rank_policy_of(policy)
     if name == "progressive":  # ProgressivePolicy(task=next_stage + 1): floor(t-1)/T * d
         return next_stage * min_dim // num_stages
     if name == "uniform":
-        return _k_of_fraction(policy["fraction"], min_dim)
+        return _k_of_fraction(fields["fraction"], min_dim)
     if have_plan:
         return current
-    return _k_of_fraction(policy["trr"], min_dim) if name == "paper" else None
+    return _k_of_fraction(fields["trr"], min_dim) if name == "paper" else None
 
 
 def _free_energy(s: np.ndarray, k: int) -> float:
@@ -268,7 +279,7 @@ def write_capacity_report(run_dir: str, floor: float = 0.1) -> tuple[str | None,
             axes[0].text(g0.kinds.index(kind), g0.layers.index(layer), "x", ha="center",
                          va="center", color="cyan", fontsize=9, fontweight="bold")
     fig.suptitle(f"Capacity after task {last['stage'] + 1} ({last['task']}), policy "
-                 f"{capacity.get('policy', {}).get('rank_policy', '?')}; x: free rank under "
+                 f"{rank_policy_of(capacity.get('policy', {}))[0]}; x: free rank under "
                  f"{floor:.0%} now or at the next task", y=1.04)
     path = os.path.join(run_dir, "capacity.png")
     tmp = path + ".tmp.png"

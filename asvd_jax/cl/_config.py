@@ -4,12 +4,18 @@ An :class:`ExperimentConfig` has one section per concern (model, data, method, t
 mesh, checkpoint, run). Every field has a default, so a YAML preset holds only what it
 changes::
 
-    method: {name: asvd, trr: 0.8}
+    method: {name: asvd, rank_policy: {budget: {trr: 0.6, max_fraction: 0.9}}}
     train: {lr: 3.0e-5}
 
 ``load_config(path, overrides)`` applies the YAML, then each ``section.field=value`` override
 (values parsed as YAML scalars/lists). A misspelt key is an error that names it and suggests
 the nearest valid key; a value of the wrong type names the key and the expected type.
+
+``method.rank_policy`` is one of ``asvd_jax.ranks``' policy dataclasses, written as
+``{name: {field: value}}`` (``--set method.rank_policy.budget.max_fraction=0.9``) or just its
+name (``--set method.rank_policy=energy``: its defaults); the dataclass declares and validates
+its fields. The flat keys of older configs (``method.mrr``, ``trr``, ``max_fraction``,
+``fraction``, ``tau`` beside a policy name) still load: ``_legacy_policy`` maps them.
 """
 
 from __future__ import annotations
@@ -17,8 +23,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import types
 import typing
 from typing import Any, Mapping, Sequence
+
+from asvd_jax.ranks import POLICIES, PaperPolicy, RankPolicy
 
 
 class ConfigError(ValueError):
@@ -101,21 +110,12 @@ class MethodConfig:
     projection: str = "strict"
     """Projection mode: ``strict`` (I-P)G(I-P), ``paper`` G - P G P, ``input``, ``output``,
     or ``none`` (ablation: bases computed, nothing projected)."""
-    rank_policy: str = "paper"
-    """``paper`` (importance-scaled; clamping makes its realised mean fall below trr),
-    ``budget`` (paper's shape, rescaled after clamping so the realised mean is trr; capped at
-    ``max_fraction``), ``progressive`` ((t-1)/T of min dim), ``uniform`` (``fraction``),
-    ``energy`` (``tau``)."""
-    mrr: float = 0.1
-    """Paper policy: minimum protected fraction."""
-    trr: float = 0.8
-    """Paper policy: target (mean) protected fraction."""
-    max_fraction: float = 1.0
-    """Budget policy: cap on any matrix's protected fraction (< 1: no matrix is frozen)."""
-    fraction: float = 0.5
-    """Uniform policy: protected fraction of every matrix."""
-    tau: float = 0.95
-    """Energy policy: activation energy the protected input subspace must capture."""
+    rank_policy: RankPolicy = PaperPolicy()
+    """``{name: {field: value}}`` or a name: ``paper`` (mrr, trr: importance-scaled; clamping
+    makes its realised mean fall below trr), ``budget`` (mrr, trr, max_fraction: the paper's
+    shape rescaled after clamping so the realised mean is trr), ``progressive`` ((t-1)/T of
+    min dim), ``uniform`` (fraction), ``energy`` (tau). Fields and defaults: the policy
+    dataclasses in ``asvd_jax.ranks`` (docs/ranks.md)."""
     stats_examples: int = 128
     """Examples of the previous task used for activation statistics."""
     targets_include: tuple[str, ...] = ()
@@ -278,6 +278,12 @@ def _suggest(key: str, options: Sequence[str]) -> str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """``value`` checked/converted to the field type ``tp``; ConfigError naming ``where``."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None and len(args) < len(typing.get_args(tp)):
+            return None
+        if len(args) == 1:
+            return _coerce(value, args[0], where)
     if origin is tuple:
         if isinstance(value, str):
             value = [value]
@@ -313,6 +319,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def _replace(obj: Any, changes: Mapping[str, Any], where: str) -> Any:
     if not isinstance(changes, Mapping):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {changes!r}")
+    if isinstance(obj, MethodConfig):
+        changes = _legacy_policy(obj, changes, where)
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
     kwargs = {}
@@ -325,11 +333,84 @@ def _replace(obj: Any, changes: Mapping[str, Any], where: str) -> Any:
                     else f" (valid keys under {where or 'the top level'}: {', '.join(names)})")
             raise ConfigError(f"unknown config key {path!r}{hint}")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if isinstance(current, _POLICY_TYPES):
+            kwargs[key] = _policy(current, value, path)
+        elif dataclasses.is_dataclass(current):
             kwargs[key] = _replace(current, value or {}, path)
         else:
             kwargs[key] = _coerce(value, hints[key], path)
     return dataclasses.replace(obj, **kwargs)
+
+
+_POLICY_TYPES = tuple(POLICIES.values())
+
+
+def _policy(current: Any, value: Any, where: str) -> Any:
+    """The rank policy after ``value``: a name (that policy, its defaults; the current one if
+    it has that name) or ``{name: {field: value}}`` (fields on top of the same)."""
+    if isinstance(value, str):
+        value = {value: None}
+    if not isinstance(value, Mapping) or len(value) != 1:
+        raise ConfigError(f"{where}: expected a policy name or {{name: {{field: value}}}} with "
+                          f"one name (one of {', '.join(POLICIES)}), got {value!r}")
+    (name, fields), = value.items()
+    if name not in POLICIES:
+        raise ConfigError(f"{where}: {name!r} is not a rank policy" + _suggest(str(name), list(POLICIES)))
+    base = current if current.name == name else POLICIES[name]()
+    fields = fields or {}
+    if not isinstance(fields, Mapping):
+        raise ConfigError(f"{where}.{name}: expected a mapping of the policy's fields, got {fields!r}")
+    hints = typing.get_type_hints(type(base))
+    names = [f.name for f in dataclasses.fields(base) if f.init]
+    kwargs = {}
+    for key, v in fields.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key '{where}.{name}.{key}'" + _suggest(str(key), names))
+        kwargs[key] = _coerce(v, hints[key], f"{where}.{name}.{key}")
+    try:
+        return dataclasses.replace(base, **kwargs)
+    except (TypeError, ValueError) as e:  # the policy's own validation
+        raise ConfigError(f"{where}.{name}: {e}") from None
+
+
+# The flat policy keys of configs written before rank_policy held the policy (saved run dirs'
+# config.yaml), with the defaults they had then.
+_LEGACY_POLICY_KEYS = {"mrr": 0.1, "trr": 0.8, "max_fraction": 1.0, "fraction": 0.5, "tau": 0.95}
+
+
+def _legacy_policy(method: "MethodConfig", changes: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``changes`` with the flat keys folded into ``rank_policy: {name: {...}}``.
+
+    A key the chosen policy has is passed on; one it has not must hold the old default (a
+    saved config lists them all), otherwise it is an error naming the key: it would change
+    nothing, as it changed nothing before.
+    """
+    legacy = {k: v for k, v in changes.items() if k in _LEGACY_POLICY_KEYS}
+    if not legacy:
+        return changes
+    prefix = f"{where}." if where else ""
+    policy = changes.get("rank_policy", method.rank_policy.name)
+    if not isinstance(policy, str):
+        raise ConfigError(f"{prefix}{next(iter(legacy))}: a flat policy key beside "
+                          f"{prefix}rank_policy: {policy!r}; write it inside rank_policy "
+                          f"(e.g. rank_policy: {{budget: {{max_fraction: 0.9}}}})")
+    if policy not in POLICIES:
+        raise ConfigError(f"{prefix}rank_policy: {policy!r} is not a rank policy"
+                          + _suggest(policy, list(POLICIES)))
+    own = {f.name for f in dataclasses.fields(POLICIES[policy]) if f.init}
+    fields = {}
+    for key, value in legacy.items():
+        if key in own:
+            fields[key] = value
+        elif value != _LEGACY_POLICY_KEYS[key]:
+            owner = next(n for n, cls in POLICIES.items()
+                         if key in {f.name for f in dataclasses.fields(cls)})
+            raise ConfigError(f"{prefix}{key}: {value!r} does nothing with rank policy "
+                              f"{policy!r}; did you mean {prefix}rank_policy: "
+                              f"{{{owner}: {{{key}: {value}}}}}?")
+    out = {k: v for k, v in changes.items() if k not in _LEGACY_POLICY_KEYS}
+    out["rank_policy"] = {policy: fields}
+    return out
 
 
 # Fields whose value must be one of a fixed set (checked after every change).
@@ -342,7 +423,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "method.projection": ("strict", "paper", "input", "output", "none"),
     "method.leakage_from": ("updates", "weights"),
     "method.projection_precision": ("highest", "high", "default"),
-    "method.rank_policy": ("paper", "budget", "progressive", "uniform", "energy"),
     "train.schedule": ("constant", "linear", "cosine"),
     "eval.protocol": ("auto", "generate", "options", "both"),
     "eval.split": ("test", "dev"),
@@ -376,13 +456,9 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     for key in ("max_train_per_class", "max_eval_per_class", "max_train_per_task", "max_eval_per_task"):
         if getattr(d, key) < 0:
             raise ConfigError(f"data.{key}: must be >= 0 (0 = no cap)")
-    m = config.method
-    if not 0.0 <= m.mrr <= m.trr <= 1.0:
-        raise ConfigError(f"method.mrr/method.trr: need 0 <= mrr <= trr <= 1, got {m.mrr}, {m.trr}")
-    if m.rank_policy == "budget" and not m.trr <= m.max_fraction <= 1.0:
-        raise ConfigError(f"method.max_fraction: need trr <= max_fraction <= 1, got {m.max_fraction}")
-    if not 0.0 <= m.fraction <= 1.0:
-        raise ConfigError(f"method.fraction: must lie in [0, 1], got {m.fraction}")
+    if not isinstance(config.method.rank_policy, _POLICY_TYPES):
+        raise ConfigError(f"method.rank_policy: expected one of the asvd_jax.ranks policies "
+                          f"({', '.join(POLICIES)}), got {config.method.rank_policy!r}")
     t = config.train
     if t.patience < 0 or t.eval_every < 0 or t.min_delta < 0 or t.stop_holdout < 0:
         raise ConfigError(f"train.patience / eval_every / min_delta / stop_holdout: must be >= 0, "
@@ -425,7 +501,10 @@ def parse_override(text: str) -> dict:
 def _merge(a: dict, b: dict) -> dict:
     out = dict(a)
     for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+        if isinstance(out.get(k), dict) and isinstance(v, dict):
+            out[k] = _merge(out[k], v)
+        elif not (isinstance(v, str) and isinstance(out.get(k), dict) and list(out[k]) == [v]):
+            out[k] = v  # (a policy name after {that name: fields} keeps the fields)
     return out
 
 
@@ -456,19 +535,34 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     parsed = []
     for text in overrides:
         try:
-            change = parse_override(text)
-            config = apply_overrides(config, change)
+            parsed.append((text, parse_override(text)))
         except ConfigError as e:
             raise ConfigError(f"--set {text}: {e}" if str(e).find(repr(text)) < 0 else str(e)) from None
-        parsed.append((text, change))
+    # All overrides at once, so that the result does not depend on their order (raising mrr
+    # above the old trr, then trr, is as valid as the other way round); an error names the
+    # last override that set its key.
+    merged: dict = {}
+    for _, change in parsed:
+        merged = _merge(merged, change)
     try:
-        return validate(config)
+        return validate(apply_overrides(config, merged))
     except ConfigError as e:
-        key = str(e).split(":", 1)[0]
+        key = _error_key(str(e))
         culprit = [text for text, change in parsed if any(
-            k in _dotted_keys(change) for k in key.split("/"))]
+            k == key or k.startswith(key + ".") or key.startswith(k + ".")
+            or (key.startswith("method.rank_policy") and k.startswith("method.")
+                and k.split(".")[-1] in _LEGACY_POLICY_KEYS)
+            for k in _dotted_keys(change))]
         source = f"--set {culprit[-1]}" if culprit else path
         raise ConfigError(f"{source}: {e}" if source is not None else str(e)) from None
+
+
+def _error_key(message: str) -> str:
+    """The dotted key a ConfigError is about: its quoted unknown key, else the text before
+    the first colon."""
+    if message.startswith("unknown config key '"):
+        return message.split("'")[1]
+    return message.split(":", 1)[0]
 
 
 def _dotted_keys(change: dict, prefix: str = "") -> list[str]:
@@ -478,12 +572,21 @@ def _dotted_keys(change: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def policy_dict(policy: Any) -> dict:
+    """``{name: {field: value}}`` of a rank policy, as a config writes it (unset fields, such
+    as the progressive policy's per-task ones, left out)."""
+    return {policy.name: {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy)
+                          if f.init and getattr(policy, f.name) is not None}}
+
+
 def to_dict(config: Any) -> dict:
     """Plain nested dict (tuples as lists) for YAML/JSON output."""
     out = {}
     for f in dataclasses.fields(config):
         v = getattr(config, f.name)
-        if dataclasses.is_dataclass(v):
+        if isinstance(v, _POLICY_TYPES):
+            out[f.name] = policy_dict(v)
+        elif dataclasses.is_dataclass(v):
             out[f.name] = to_dict(v)
         elif isinstance(v, tuple):
             out[f.name] = list(v)

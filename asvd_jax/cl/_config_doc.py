@@ -19,16 +19,36 @@ def documented_yaml(config, width: int = 96) -> str:
     lines = []
     for section in dataclasses.fields(config):
         sub = getattr(config, section.name)
-        docs = field_docs(type(sub))
         lines.append(f"{section.name}:")
-        for f in dataclasses.fields(sub):
-            doc = docs.get(f.name, "")
-            for line in textwrap.wrap(doc.replace("``", "`"), width - 4):
-                lines.append(f"  # {line}")
-            # One key per line in YAML's own quoting: the value dumped inside a one-item flow
-            # list, brackets removed (lists stay on the line as [a, b]).
-            flow = yaml.safe_dump([values[section.name][f.name]], default_flow_style=True,
-                                  width=10_000).strip()
-            lines.append(f"  {f.name}: {flow[1:-1]}")
+        lines += _fields(sub, values[section.name], "  ", width)
         lines.append("")
     return "\n".join(lines)
+
+
+def _fields(obj, values: dict, indent: str, width: int) -> list[str]:
+    """``key: value`` lines of a config dataclass, each under its docstring as comments; a
+    rank policy (a dataclass value) as ``key:`` / ``  name:`` / its own documented fields."""
+    import yaml
+
+    from asvd_jax.cl._config import field_docs
+
+    docs = field_docs(type(obj))
+    lines = []
+    for f in dataclasses.fields(obj):
+        if not f.init or f.name not in values:
+            continue
+        doc = docs.get(f.name, "")
+        for line in textwrap.wrap(doc.replace("``", "`"), width - len(indent) - 2):
+            lines.append(f"{indent}# {line}")
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            (name, fields), = values[f.name].items()
+            inner = _fields(value, fields, indent + "    ", width)
+            lines += [f"{indent}{f.name}:", f"{indent}  {name}:" + ("" if inner else " {}")]
+            lines += inner
+            continue
+        # One key per line in YAML's own quoting: the value dumped inside a one-item flow
+        # list, brackets removed (lists stay on the line as [a, b]).
+        flow = yaml.safe_dump([values[f.name]], default_flow_style=True, width=10_000).strip()
+        lines.append(f"{indent}{f.name}: {flow[1:-1]}")
+    return lines

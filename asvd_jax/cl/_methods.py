@@ -105,18 +105,14 @@ class ASVD(SequentialFineTuning):
         self._plan = None
 
     def policy(self, ctx: TaskContext):
+        """The configured rank policy (``method.rank_policy``) for this task; the progressive
+        policy is the one whose ranks depend on the task's position in the sequence."""
         from asvd_jax import ranks
 
-        c = self.config
-        if c.rank_policy == "paper":
-            return ranks.PaperPolicy(mrr=c.mrr, trr=c.trr)
-        if c.rank_policy == "budget":
-            return ranks.BudgetPolicy(mrr=c.mrr, trr=c.trr, max_fraction=c.max_fraction)
-        if c.rank_policy == "progressive":
-            return ranks.ProgressivePolicy(task=ctx.index + 1, num_tasks=ctx.num_tasks)
-        if c.rank_policy == "uniform":
-            return ranks.UniformPolicy(fraction=c.fraction)
-        return ranks.EnergyPolicy(tau=c.tau)
+        policy = self.config.rank_policy
+        if isinstance(policy, ranks.ProgressivePolicy):
+            return policy.at_task(ctx.index + 1, ctx.num_tasks)
+        return policy
 
     def start_task(self, ctx: TaskContext):
         from asvd_jax import ranks

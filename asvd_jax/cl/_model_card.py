@@ -64,10 +64,13 @@ def model_card(metrics: dict, config: Any) -> str:
 
     lines += ["## Method and ranks", "", f"- method: `{c.method.name}`"]
     if c.method.name == "asvd":
+        from asvd_jax.cl._config import policy_dict
+
         p = c.method
-        params = {"paper": f"mrr {p.mrr}, trr {p.trr}", "progressive": "task t protects (t-1)/T",
-                  "uniform": f"fraction {p.fraction}", "energy": f"tau {p.tau}"}[p.rank_policy]
-        lines += [f"- rank policy: `{p.rank_policy}` ({params}), projection `{p.projection}`, "
+        (policy, fields), = policy_dict(p.rank_policy).items()
+        params = ("task t protects (t-1)/T" if policy == "progressive" and not fields
+                  else ", ".join(f"{k} {v}" for k, v in fields.items()))
+        lines += [f"- rank policy: `{policy}` ({params}), projection `{p.projection}`, "
                   f"statistics over {p.stats_examples} examples of the previous task"]
         last = next((r["record"]["rank_summary"] for r in reversed(metrics["rows"])
                      if (r.get("record") or {}).get("rank_summary")), None)

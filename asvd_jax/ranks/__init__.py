@@ -14,6 +14,7 @@ Typical task boundary::
 from asvd_jax.ranks._nnx import collect_statistics_nnx, nnx_capture_fn, set_optimizer_bases
 from asvd_jax.ranks._plan import RankEntry, RankPlan, plan_ranks
 from asvd_jax.ranks._policies import (
+    POLICIES,
     BudgetPolicy,
     EnergyPolicy,
     Override,
@@ -30,6 +31,7 @@ __all__ = [
     "EnergyPolicy",
     "MatrixStatistics",
     "Override",
+    "POLICIES",
     "PaperPolicy",
     "ProgressivePolicy",
     "RankEntry",

@@ -14,12 +14,16 @@ fine-tuning, 1 a frozen matrix. This is the only direction the word is used in.
   solved (bisection) so that mean_i r_i(s) = trr; s = 1 when nothing clamps (then it is the
   paper policy). ``max_fraction < 1`` keeps every matrix partly trainable. k = floor(r
   min_dim), so the realised mean of k / min_dim is trr minus at most 1 / min_dim.
-* ``ProgressivePolicy(task, num_tasks)``: k = floor((t - 1) / T * min_dim) in every matrix.
+* ``ProgressivePolicy(task, num_tasks)``: k = floor((t - 1) / T * min_dim) in every matrix
+  (``ProgressivePolicy()`` in a run config: the runner sets both at every task boundary).
 * ``UniformPolicy(fraction)``: k = floor(fraction * min_dim) in every matrix.
 * ``EnergyPolicy(tau)``: the smallest k whose top-k input directions carry a share tau of the
   previous task's input activation energy (min_dim when even all of them carry less).
 * ``Override(pattern, protected_fraction=... | k=...)``: applied after any policy; the first
   override whose pattern matches a path (``re.search``, case-insensitive) wins.
+
+The dataclasses are also the run config's ``method.rank_policy`` (``POLICIES`` by name): their
+fields are declared and validated here only.
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ class PaperPolicy:
     def __post_init__(self):
         _set_fraction(self, "mrr")
         _set_fraction(self, "trr")
+        if not self.mrr <= self.trr:
+            raise ValueError(f"PaperPolicy: need mrr <= trr, got {self.mrr}, {self.trr}")
         if self.nonsquare not in ("truncate", "polar"):
             raise ValueError(f"PaperPolicy.nonsquare must be 'truncate' or 'polar', got {self.nonsquare!r}")
 
@@ -164,19 +170,30 @@ class BudgetPolicy:
 class ProgressivePolicy:
     """The released scripts' budget: task t of T protects floor((t - 1) / T * min_dim)."""
 
-    task: int
-    """1-based index of the task about to be trained (task 1 protects nothing)."""
-    num_tasks: int
-    """Number of tasks T in the sequence."""
+    task: int | None = None
+    """1-based index of the task about to be trained (task 1 protects nothing); None in a run
+    config: the runner gives each task its own."""
+    num_tasks: int | None = None
+    """Number of tasks T in the sequence; None in a run config: the sequence's length."""
     name: str = dataclasses.field(default="progressive", init=False)
 
     def __post_init__(self):
+        if self.task is None and self.num_tasks is None:
+            return  # set per task by whoever runs the sequence (the runner)
         if not isinstance(self.num_tasks, int) or self.num_tasks < 1:
             raise ValueError(f"ProgressivePolicy.num_tasks must be an int >= 1, got {self.num_tasks!r}")
         if not isinstance(self.task, int) or not 1 <= self.task <= self.num_tasks:
             raise ValueError(f"ProgressivePolicy.task must be an int in [1, {self.num_tasks}], got {self.task!r}")
 
+    def at_task(self, task: int, num_tasks: int) -> "ProgressivePolicy":
+        """This policy for task ``task`` of ``num_tasks`` unless both are already fixed."""
+        return self if self.task is not None else dataclasses.replace(
+            self, task=task, num_tasks=num_tasks)
+
     def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
+        if self.task is None:
+            raise ValueError("ProgressivePolicy: task and num_tasks are unset (give them, or "
+                             "call at_task(task, num_tasks) at the task boundary)")
         # Integer arithmetic: floor((t-1) * d / T) exactly, no float rounding.
         return {p: np.full(st.stack_shape, (self.task - 1) * st.min_dim // self.num_tasks, np.int64)
                 for p, st in stats.items()}
@@ -186,7 +203,7 @@ class ProgressivePolicy:
 class UniformPolicy:
     """The same protected fraction in every matrix."""
 
-    fraction: float
+    fraction: float = 0.5
     """Protected fraction, k = floor(fraction * min_dim)."""
     name: str = dataclasses.field(default="uniform", init=False)
 
@@ -203,7 +220,7 @@ class EnergyPolicy:
     """GPM-style threshold: smallest k with energy_retained(k) >= tau, along the weight's own
     singular order (the directions that would be protected), not the activations' PCA."""
 
-    tau: float
+    tau: float = 0.95
     """Share of the previous task's input activation energy to protect, in [0, 1]."""
     name: str = dataclasses.field(default="energy", init=False)
 
@@ -281,3 +298,7 @@ def policy_params(policy: RankPolicy) -> dict:
     """The policy's settings as a JSON-ready dict (everything but its name)."""
     return {f.name: getattr(policy, f.name) for f in dataclasses.fields(policy) if f.name != "name"}
 
+
+POLICIES: dict[str, type] = {cls.name: cls for cls in (
+    PaperPolicy, BudgetPolicy, ProgressivePolicy, UniformPolicy, EnergyPolicy)}
+"""Every policy by its ``name``: the choices of a run config's ``method.rank_policy``."""
