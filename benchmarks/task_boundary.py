@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
         row[f"statistics_{name}"] = {"width": int(batches[0]["input_ids"].shape[1]),
                                      "first_s": round(times[0], 2),
                                      "median_next_s": round(statistics.median(times[1:]), 2)}
-    plan = ranks.plan_ranks(stats, ranks.PaperPolicy(mrr=c.method.mrr, trr=c.method.trr))
+    plan = ranks.plan_ranks(stats, c.method.rank_policy)
     t = time.perf_counter()
     bases = aj.compute_bases(params, plan.ranks(), targets, svds=svds)
     jax.block_until_ready(jax.tree.leaves(bases))

@@ -28,7 +28,7 @@ declare -A SETS=(
   [minilm-seqft-lr1e-4]="$MINILM method.name=seqft train.lr=1e-4"
   [minilm-asvd-lr1e-4]="$MINILM method.name=asvd train.lr=1e-4"
   [minilm-asvd-budget]="$MINILM method.name=asvd method.rank_policy=budget"
-  [minilm-asvd-budget-cap0.9]="$MINILM method.name=asvd method.rank_policy=budget method.max_fraction=0.9"
+  [minilm-asvd-budget-cap0.9]="$MINILM method.name=asvd method.rank_policy.budget.max_fraction=0.9"
   [minilm-asvd-progressive]="$MINILM method.name=asvd method.rank_policy=progressive"
   [smollm2-seqft]="$SMOL method.name=seqft"
   [smollm2-asvd]="$SMOL method.name=asvd"

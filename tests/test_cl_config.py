@@ -4,6 +4,8 @@ import pytest
 import yaml
 
 from asvd_jax.cl import _config as c
+from asvd_jax.cl._config_doc import documented_yaml
+from asvd_jax.ranks import BudgetPolicy, EnergyPolicy, PaperPolicy, ProgressivePolicy, UniformPolicy
 
 
 def test_defaults_and_every_field_documented():
@@ -19,11 +21,11 @@ def test_defaults_and_every_field_documented():
 def test_yaml_then_overrides(tmp_path):
     p = tmp_path / "x.yaml"
     p.write_text("method: {name: seqft}\ntrain:\n  lr: 1.0e-4\n  batch_size: 4\ndata: {tasks: [a, b]}\n")
-    cfg = c.load_config(p, ["train.lr=3e-5", "method.trr=0.4", "data.order=2"])
+    cfg = c.load_config(p, ["train.lr=3e-5", "method.rank_policy.paper.trr=0.4", "data.order=2"])
     assert cfg.method.name == "seqft"
     assert cfg.train.lr == pytest.approx(3e-5) and isinstance(cfg.train.lr, float)
     assert cfg.train.batch_size == 4
-    assert cfg.method.trr == 0.4 and cfg.data.order == 2
+    assert cfg.method.rank_policy == PaperPolicy(trr=0.4) and cfg.data.order == 2
     assert cfg.data.tasks == ("a", "b")
     # Round trip through the resolved YAML.
     again = c.apply_overrides(c.ExperimentConfig(), yaml.safe_load(c.to_yaml(cfg)))
@@ -54,3 +56,82 @@ def test_wrong_types_and_choices():
         c.load_config("/nonexistent/config.yaml")
     with pytest.raises(c.ConfigError, match="section.key=value"):
         c.parse_override("train.lr")
+
+
+def test_rank_policy_forms():
+    assert c.ExperimentConfig().method.rank_policy == PaperPolicy()
+    load = lambda *o: c.load_config(None, list(o)).method.rank_policy  # noqa: E731
+    assert load("method.rank_policy=energy") == EnergyPolicy()
+    assert load("method.rank_policy={uniform: {fraction: 0.3}}") == UniformPolicy(0.3)
+    assert load("method.rank_policy.budget.max_fraction=0.9") == BudgetPolicy(max_fraction=0.9)
+    # A name after the same policy's fields keeps them; another name starts from its defaults.
+    assert load("method.rank_policy.budget.trr=0.6", "method.rank_policy=budget") == \
+        BudgetPolicy(trr=0.6)
+    assert load("method.rank_policy.budget.trr=0.6", "method.rank_policy=paper") == PaperPolicy()
+    # Overrides apply together: raising mrr above the old trr first is fine.
+    assert load("method.rank_policy.paper.mrr=0.9", "method.rank_policy.paper.trr=0.95") == \
+        PaperPolicy(mrr=0.9, trr=0.95)
+    assert load("method.rank_policy=progressive") == ProgressivePolicy()
+    assert load("method.rank_policy.paper.nonsquare=polar").nonsquare == "polar"
+
+
+def test_rank_policy_errors_name_the_key(tmp_path):
+    cases = {
+        "method.rank_policy=papr": r"--set method.rank_policy=papr: method.rank_policy: 'papr' "
+                                   r"is not a rank policy \(did you mean 'paper'\?\)",
+        "method.rank_policy.paper.tau=1": r"unknown config key 'method.rank_policy.paper.tau'",
+        "method.rank_policy.paper.trr=1.5": r"--set method.rank_policy.paper.trr=1.5: "
+                                            r"method.rank_policy.paper: PaperPolicy.trr must be",
+        "method.rank_policy.paper.trr=high": r"method.rank_policy.paper.trr: expected a number",
+        "method.rank_policy={paper: {}, budget: {}}": r"method.rank_policy: expected a policy name",
+        "method.rank_policy={budget: {trr: 0.95, max_fraction: 0.9}}":
+            r"method.rank_policy.budget: BudgetPolicy: need "
+            r"mrr <= trr <= max_fraction",
+    }
+    for override, pattern in cases.items():
+        with pytest.raises(c.ConfigError, match=pattern):
+            c.load_config(None, [override])
+    p = tmp_path / "p.yaml"
+    p.write_text("method: {rank_policy: {energy: {tau: 2}}}\n")
+    with pytest.raises(c.ConfigError, match=rf"{p}: method.rank_policy.energy: EnergyPolicy.tau"):
+        c.load_config(p)
+
+
+def test_flat_legacy_policy_keys_still_load(tmp_path):
+    # A saved run dir's config.yaml from before the policy moved: every flat key written out.
+    old = {"name": "asvd", "projection": "strict", "rank_policy": "budget", "mrr": 0.1, "trr": 0.6,
+           "max_fraction": 0.9, "fraction": 0.5, "tau": 0.95, "stats_examples": 32}
+    p = tmp_path / "config.yaml"
+    p.write_text(yaml.safe_dump({"method": old}))
+    cfg = c.load_config(p)
+    assert cfg.method.rank_policy == BudgetPolicy(trr=0.6, max_fraction=0.9)
+    assert cfg == c.apply_overrides(c.ExperimentConfig(), yaml.safe_load(p.read_text()))
+    assert c.to_dict(cfg)["method"]["rank_policy"] == {"budget": {
+        "mrr": 0.1, "trr": 0.6, "max_fraction": 0.9, "nonsquare": "truncate", "clip_negative": True}}
+    # The old command-line forms.
+    assert c.load_config(None, ["method.rank_policy=budget", "method.max_fraction=0.9"]).method \
+        .rank_policy == BudgetPolicy(max_fraction=0.9)
+    assert c.load_config(None, ["method.mrr=0.05", "method.trr=0.4"]).method.rank_policy == \
+        PaperPolicy(mrr=0.05, trr=0.4)
+    assert c.load_config(None, ["method.rank_policy=uniform", "method.fraction=0.3"]).method \
+        .rank_policy == UniformPolicy(0.3)
+    # A flat key the chosen policy does not have changed nothing before: unless it holds the
+    # old default (a saved config lists them all), it is an error naming it.
+    with pytest.raises(c.ConfigError, match=r"--set method.tau=0.5: method.tau: 0.5 does "
+                                            r"nothing with rank policy 'paper'.*energy: \{tau: 0.5"):
+        c.load_config(None, ["method.tau=0.5"])
+    with pytest.raises(c.ConfigError, match=r"--set method.mrr=0.9: .*need mrr <= trr"):
+        c.load_config(None, ["method.mrr=0.9"])
+    with pytest.raises(c.ConfigError, match=r"method.trr: a flat policy key beside"):
+        c.apply_overrides(c.ExperimentConfig(), {"method": {"rank_policy": {"paper": {}},
+                                                            "trr": 0.5}})
+
+
+@pytest.mark.parametrize("override", ["method.rank_policy=progressive",
+                                      "method.rank_policy.budget.max_fraction=0.9",
+                                      "method.rank_policy.uniform.fraction=0.25"])
+def test_documented_config_loads_back_for_every_policy(tmp_path, override):
+    cfg = c.load_config(None, [override])
+    p = tmp_path / "c.yaml"
+    p.write_text(documented_yaml(cfg))
+    assert c.load_config(p) == cfg

@@ -12,7 +12,7 @@ from asvd_jax.cl._models import load_model
 
 BASE = ["model.source=random", "model.random_width=32", "data.suite=fixture", "data.max_len=64",
         "train.lr=3e-3", "method.stats_examples=16", "data.max_eval_per_task=8",
-        "run.progress=false", "method.rank_policy=uniform", "method.fraction=0.5",
+        "run.progress=false", "method.rank_policy.uniform.fraction=0.5",
         "train.leakage_every=2"]
 
 

@@ -40,9 +40,10 @@ def test_set_typo_is_blamed_on_the_override(tmp_path, capsys):
     # A range error caused by an override names it too.
     assert main(["config", str(cfg.with_name("none.yaml"))]) == 2
     assert "none.yaml" in _one_error(capsys)
-    cfg.write_text("method: {trr: 0.5}\n")
-    assert main(["config", str(cfg), "--set", "method.mrr=0.9"]) == 2
-    assert _one_error(capsys).startswith("error: --set method.mrr=0.9: method.mrr/method.trr")
+    cfg.write_text("method: {rank_policy: {paper: {trr: 0.5}}}\n")
+    assert main(["config", str(cfg), "--set", "method.rank_policy.paper.mrr=0.9"]) == 2
+    assert _one_error(capsys).startswith("error: --set method.rank_policy.paper.mrr=0.9: "
+                                         "method.rank_policy.paper: PaperPolicy: need mrr <= trr")
 
 
 @pytest.mark.parametrize("command", ["data", "run"])

@@ -53,8 +53,7 @@ from asvd_jax.cl import load_config, run
 COMMON = ["model.source=smollm2", "data.suite=offline", "data.order=1", "train.lr=3e-5",
           "train.batch_size=8", "eval.protocol=options", "eval.batch_size=16",
           "checkpoint.export_hf=false", "checkpoint.keep_tasks=1", "run.progress=false"] + SIZE
-METHODS = {"asvd": ["method.name=asvd", "method.rank_policy=paper", "method.mrr=0.1",
-                    "method.trr=0.8"],
+METHODS = {"asvd": ["method.name=asvd", "method.rank_policy={paper: {mrr: 0.1, trr: 0.8}}"],
            "seqft": ["method.name=seqft"]}
 
 
