@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def comparison_table(metrics_list: list[dict]) -> str:
     """Markdown table of several runs' headline and option-scoring metrics (partial runs marked)."""
-    from asvd_jax.cl._compare import comparison_rows, markdown_table
+    from asvd_jax.cl import comparison_rows, markdown_table
 
     return markdown_table(comparison_rows(metrics_list))
 
@@ -73,8 +73,8 @@ def _run(args) -> int:
     seeds = [f"run.seeds=[{args.seeds}]"] if args.seeds else []
     config = load_config(args.config, [*args.overrides, *seeds])
     if config.run.seeds:
-        from asvd_jax.analysis._seeds import group_by_seed, seed_table
-        from asvd_jax.cl._seeds import run_seeds, seeds_parent
+        from asvd_jax.analysis import group_by_seed, seed_table
+        from asvd_jax.cl import run_seeds, seeds_parent
 
         parent = seeds_parent(config, args.run_dir)
         results = run_seeds(config, run_dir=parent, resume=args.resume,
@@ -87,8 +87,7 @@ def _run(args) -> int:
 
 
 def _demo(args) -> int:
-    from asvd_jax.cl import DEMO_OVERRIDES, load_config, run
-    from asvd_jax.cl._config import apply_overrides
+    from asvd_jax.cl import DEMO_OVERRIDES, apply_overrides, load_config, run
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     results = []
@@ -109,11 +108,19 @@ def _demo(args) -> int:
 
 
 def _report(args) -> int:
-    from asvd_jax.cl._report import load_metrics, summary_markdown, write_report, write_text_atomic
-    from asvd_jax.cl._report_cli import comparison_output
-
-    from asvd_jax.analysis._capacity import capacity_warnings, load_capacity, write_capacity_report
-    from asvd_jax.analysis._seeds import expand_run_dirs
+    from asvd_jax.analysis import (
+        capacity_warnings,
+        expand_run_dirs,
+        load_capacity,
+        write_capacity_report,
+    )
+    from asvd_jax.cl import (
+        comparison_output,
+        load_metrics,
+        summary_markdown,
+        write_report,
+        write_text_atomic,
+    )
 
     run_dirs = expand_run_dirs(args.run_dirs)  # a multi-seed parent stands for its seed<k>/
     all_metrics = [load_metrics(d) for d in run_dirs]  # every directory read before any output
@@ -140,9 +147,8 @@ def _report(args) -> int:
 
 
 def _data(args) -> int:
-    from asvd_jax.cl import load_config
-    from asvd_jax.cl._sequence import load_sequence
-    from asvd_jax.data.__main__ import describe
+    from asvd_jax.cl import load_config, load_sequence
+    from asvd_jax.data import describe
 
     extra = ["data.suite=custom", f"data.path={args.custom}"] if args.custom else []
     config = load_config(args.config, [*extra, *args.overrides])
@@ -151,8 +157,7 @@ def _data(args) -> int:
 
 
 def _config(args) -> int:
-    from asvd_jax.cl import load_config
-    from asvd_jax.cl._config_doc import documented_yaml
+    from asvd_jax.cl import documented_yaml, load_config
 
     print(documented_yaml(load_config(args.config, args.overrides)), end="")
     return 0

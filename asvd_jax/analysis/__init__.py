@@ -12,6 +12,7 @@ from asvd_jax.analysis._capacity import (
     load_capacity,
     low_capacity,
     plot_capacity,
+    write_capacity_report,
 )
 from asvd_jax.analysis._directions import output_norm_from_statistics, output_norm_per_direction
 from asvd_jax.analysis._plots import (
@@ -107,5 +108,6 @@ __all__ = [
     "subspace_overlap",
     "truncate_ranks",
     "weight_change_in_protected",
+    "write_capacity_report",
     "zero_shot_accuracy",
 ]

@@ -18,6 +18,8 @@ from asvd_jax.cl._config import (
     load_config,
     to_yaml,
 )
+from asvd_jax.cl._compare import comparison_rows, markdown_table
+from asvd_jax.cl._config_doc import documented_yaml
 from asvd_jax.cl._demo import DEMO_OVERRIDES
 from asvd_jax.cl._families import Family, register_family
 from asvd_jax.cl._method import Method, TaskContext
@@ -31,7 +33,11 @@ from asvd_jax.cl._metrics import (
     plasticity,
     summarize,
 )
+from asvd_jax.cl._report import load_metrics, summary_markdown, write_report, write_text_atomic
+from asvd_jax.cl._report_cli import comparison_output
 from asvd_jax.cl._runner import RunError, Runner, run
+from asvd_jax.cl._seeds import run_seeds, seeds_parent
+from asvd_jax.cl._sequence import load_sequence
 
 __all__ = [
     "CheckpointConfig", "ConfigError", "DEMO_OVERRIDES", "DataConfig", "EvalConfig",
@@ -40,4 +46,8 @@ __all__ = [
     "backward_transfer", "forgetting", "forward_transfer", "general_ability_retention",
     "load_config", "paired_bootstrap", "plasticity", "register_family", "run", "summarize",
     "to_yaml",
+    # What the command line (asvd_jax.cli) uses besides the above.
+    "comparison_output", "comparison_rows", "documented_yaml", "load_metrics", "load_sequence",
+    "markdown_table", "run_seeds", "seeds_parent", "summary_markdown", "write_report",
+    "write_text_atomic",
 ]

@@ -24,12 +24,20 @@ from asvd_jax.data._suite import (
     offline_sequence,
     sample_offline_suite,
 )
-from asvd_jax.data._tasks import SPLITS, DataFileNotFound, Example, Task, TaskSequence, suite_fingerprint
+from asvd_jax.data._tasks import (
+    SPLITS,
+    DataFileNotFound,
+    Example,
+    Task,
+    TaskSequence,
+    describe,
+    suite_fingerprint,
+)
 
 __all__ = [
     "ANSWER_CUE", "OFFLINE_ORDERS", "OFFLINE_TASKS", "OLORA_ORDERS", "SPLITS", "TRACE_ORDER",
     "CustomTaskSpec", "DataCacheError", "DataFileNotFound", "Example", "Prompt", "SuiteConfig", "Task",
-    "TaskSequence", "batches", "build_offline_suite", "decoder_batch", "default_data_dir",
+    "TaskSequence", "batches", "build_offline_suite", "decoder_batch", "default_data_dir", "describe",
     "encoder_batch", "example_prompt", "format_prompt", "load_custom_sequence", "load_olora_sequence",
     "load_olora_task", "load_trace_sequence", "load_trace_task", "offline_sequence", "round_up",
     "sample_offline_suite", "seq2seq_batch", "suite_fingerprint",

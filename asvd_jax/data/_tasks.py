@@ -198,3 +198,16 @@ def no_progress(iterable, total=None, desc=""):
     """The default ``progress`` of the loaders: ``progress(iterable, total, desc)`` yields the
     items of ``iterable`` (a progress bar such as the runner's wraps them and shows an ETA)."""
     return iterable
+
+
+def describe(sequence: TaskSequence) -> str:
+    """A plain-text table: per task, split sizes and the class counts of each split."""
+    lines = [f"sequence {sequence.name}: {len(sequence)} tasks, fingerprint {suite_fingerprint(sequence)[:16]}"]
+    for i, task in enumerate(sequence, start=1):
+        sizes = ", ".join(f"{s} {len(task.split(s))}" for s in SPLITS)
+        lines.append(f"{i}. {task.name} ({len(task.options) or 'free-form'} classes): {sizes}")
+        if task.options:
+            for split in SPLITS:
+                counts = " ".join(f"{k}={v}" for k, v in task.class_counts(split).items())
+                lines.append(f"     {split:5s} {counts}")
+    return "\n".join(lines)
