@@ -21,6 +21,8 @@ SMOL=experiments/forgetting_smollm2.yaml
 # the paper's rank policy). Order: SeqFT first (the forgetting regime must exist), then asvd.
 NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-asvd-budget
        minilm-asvd-budget-cap0.9 minilm-asvd-progressive
+       minilm-seqft-pool minilm-asvd-pool minilm-asvd-budget-pool minilm-asvd-pool-lr2e-4
+       minilm-asvd-uniform0.5-pool minilm-asvd-budget0.5-pool
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
   [minilm-seqft]="$MINILM method.name=seqft"
@@ -30,6 +32,12 @@ declare -A SETS=(
   [minilm-asvd-budget]="$MINILM method.name=asvd method.rank_policy=budget"
   [minilm-asvd-budget-cap0.9]="$MINILM method.name=asvd method.rank_policy.budget.max_fraction=0.9"
   [minilm-asvd-progressive]="$MINILM method.name=asvd method.rank_policy=progressive"
+  [minilm-seqft-pool]="$MINILM method.name=seqft eval.option_pool=sequence"
+  [minilm-asvd-pool]="$MINILM method.name=asvd eval.option_pool=sequence"
+  [minilm-asvd-budget-pool]="$MINILM method.name=asvd method.rank_policy=budget eval.option_pool=sequence"
+  [minilm-asvd-pool-lr2e-4]="$MINILM method.name=asvd eval.option_pool=sequence train.lr=2e-4"
+  [minilm-asvd-uniform0.5-pool]="$MINILM method.name=asvd method.rank_policy=uniform method.fraction=0.5 eval.option_pool=sequence"
+  [minilm-asvd-budget0.5-pool]="$MINILM method.name=asvd method.rank_policy=budget method.trr=0.5 eval.option_pool=sequence"
   [smollm2-seqft]="$SMOL method.name=seqft"
   [smollm2-asvd]="$SMOL method.name=asvd"
   [smollm2-seqft-lr1e-4]="$SMOL method.name=seqft train.lr=1e-4"

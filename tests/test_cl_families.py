@@ -22,3 +22,32 @@ def test_family_runs_end_to_end(tmp_path, family):
         assert m["protocol"].startswith("options") and "general_ability" not in m
     else:
         assert "option_accuracy_matrix" in m
+
+
+def test_option_pool_scores_over_every_answer_of_the_sequence(tmp_path):
+    """eval.option_pool=sequence: the encoder may answer with another task's label word."""
+    from asvd_jax.cl._option_pool import option_pool
+
+    cfg = BASE + ["model.family=bert", "eval.option_pool=sequence", "method.name=seqft",
+                  "checkpoint.export_hf=false", "eval.zero_shot=false", "eval.lm_loss=false"]
+    m = run(load_config(None, cfg), run_dir=str(tmp_path / "pool"))
+    assert m["status"] == "complete" and "all" in m["protocol"]
+    evals = m["rows"][-1]["eval"]
+    own = [{o.lower() for o in e["per_class_accuracy"]} for e in evals]
+    pool = set().union(*own)
+    preds = [set(e["predictions"]) for e in evals]
+    assert all(p <= pool for p in preds)  # every prediction is a label word of the sequence
+    # With 2 tasks' words in the pool, the random tiny model answers some inputs with the
+    # other task's word (scored wrong), which restricted scoring could never do.
+    assert any(p - o for p, o in zip(preds, own))
+
+    class NoPool:
+        def evaluate(self, params, task, examples):
+            return {}
+
+    from types import SimpleNamespace
+
+    tasks = [SimpleNamespace(name="a", options=("x", "y")), SimpleNamespace(name="b", options=("y", "z"))]
+    assert option_pool("task", tasks, NoPool()) is None
+    with pytest.raises(ValueError, match="NoPool adapter cannot score"):
+        option_pool("sequence", tasks, NoPool())

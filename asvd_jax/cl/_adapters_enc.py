@@ -174,14 +174,16 @@ class EncoderAdapter(_Base):
             out[idx] = emb
         return out
 
-    def evaluate(self, params, task, examples):
+    def evaluate(self, params, task, examples, options=None):
+        """``options``: the answers to score (default the task's own; ``eval.option_pool``)."""
         if not task.options:
             raise ValueError(f"task {task.name!r}: the encoder scores options; this task has none")
+        options = list(task.options if options is None else options)
         x = self._embed_all(params, self._texts(task, examples), self.max_len)
-        e = self._embed_all(params, list(task.options), self.option_len)
+        e = self._embed_all(params, options, self.option_len)
         pred = (x @ e.T).argmax(axis=1)
-        acc = float(np.mean([task.options[p] == ex.label for p, ex in zip(pred, examples)]))
-        answers = [normalize_answer(task.options[p]) for p in pred]
+        acc = float(np.mean([options[p] == ex.label for p, ex in zip(pred, examples)]))
+        answers = [normalize_answer(options[p]) for p in pred]
         return {"n": len(examples), "accuracy": acc, "option_accuracy": acc,
                 "predictions": answers, "option_predictions": answers}
 

@@ -197,6 +197,12 @@ class EvalConfig:
     """``generate`` (greedy + exact match, the paper's), ``options`` (restricted label-option
     scoring), ``both``, or ``auto`` (decoders and T5: both, generation headline; encoder:
     options)."""
+    option_pool: str = "task"
+    """Answers option scoring chooses from: ``task`` (the task's own label words, a
+    task-incremental protocol: the model is told which answers are possible) or ``sequence``
+    (every label word of the sequence, as free generation would allow: a model that has
+    drifted towards a later task's answers is scored wrong). Adapters that score options
+    accept it (encoder); others raise at start."""
     split: str = "test"
     """Split evaluated after each task: ``test`` or ``dev`` (every task needs examples in it;
     checked before the model loads)."""
@@ -426,6 +432,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.schedule": ("constant", "linear", "cosine"),
     "eval.protocol": ("auto", "generate", "options", "both"),
     "eval.split": ("test", "dev"),
+    "eval.option_pool": ("task", "sequence"),
 }
 
 

@@ -203,6 +203,12 @@ class Runner:
                                       c.eval.max_new_tokens, c.eval.split)
         for w in self.warnings:  # shown even without progress output
             print(f"[asvd-jax] warning: {w}", file=sys.stderr, flush=True)
+        from asvd_jax.cl._option_pool import option_pool
+
+        try:
+            self.option_pool = option_pool(c.eval.option_pool, self.tasks, self.adapter)
+        except ValueError as e:
+            raise RunError(str(e)) from None
         self.params0 = shard_tree(self.adapter.params, self.mesh)
         include = list(c.method.targets_include) or list(default_targets)
         exclude = list(c.method.targets_exclude) or aj.DEFAULT_EXCLUDE
@@ -265,7 +271,10 @@ class Runner:
         out = []
         for task in self.progress.bar(self.tasks, len(self.tasks), f"evaluate ({label})"):
             examples = task.split(self.config.eval.split)
-            res = _metrics.annotate_evaluation(task, examples, self.adapter.evaluate(params, task, examples))
+            from asvd_jax.cl._option_pool import evaluate
+
+            res = _metrics.annotate_evaluation(
+                task, examples, evaluate(self.adapter, params, task, examples, self.option_pool))
             out.append({"task": task.name, **res})
         self._timed("evaluation", time.perf_counter() - t)
         return out
@@ -332,6 +341,8 @@ class Runner:
         if getattr(self.adapter, "protocol_label", None):  # a registered family's adapter
             return self.adapter.protocol_label
         if c.model.family == "bert" or c.eval.protocol not in ("auto", "generate", "both"):
+            if self.option_pool is not None:
+                return f"options (scored over all {len(self.option_pool)} answers of the sequence)"
             return "options (restricted scoring)"
         from asvd_jax.cl._text_metrics import generation_metric
 

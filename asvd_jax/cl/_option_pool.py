@@ -1,0 +1,39 @@
+"""``eval.option_pool``: which answers option scoring chooses from.
+
+``task`` scores each task against its own label words: the model is told which answers are
+possible (a task-incremental protocol), which hides a drift towards a later task's answers.
+``sequence`` scores against every label word of the sequence, as free generation would allow,
+so a model that now maps an earlier task's inputs to a later task's answers is scored wrong.
+The labels of different tasks must not collide for this to mean anything (the
+``offline_disjoint`` suite shares no answer word between tasks).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+
+def option_pool(name: str, tasks: Sequence[Any], adapter: Any) -> tuple[str, ...] | None:
+    """The answers to score every task against (None: each task's own).
+
+    ValueError when ``sequence`` is asked of an adapter whose ``evaluate`` takes no
+    ``options`` argument, or of a sequence with a generation task (no label words).
+    """
+    if name == "task":
+        return None
+    if "options" not in inspect.signature(adapter.evaluate).parameters:
+        raise ValueError(f"eval.option_pool={name}: the {type(adapter).__name__} adapter cannot "
+                         f"score a pool of options (its evaluate() takes no `options`)")
+    missing = [t.name for t in tasks if not t.options]
+    if missing:
+        raise ValueError(f"eval.option_pool={name}: task(s) {missing} have no label words")
+    return tuple(dict.fromkeys(o for t in tasks for o in t.options))
+
+
+def evaluate(adapter: Any, params: Any, task: Any, examples: Sequence[Any],
+             pool: tuple[str, ...] | None) -> dict:
+    """``adapter.evaluate`` over the task's own options or over ``pool``."""
+    if pool is None:
+        return adapter.evaluate(params, task, examples)
+    return adapter.evaluate(params, task, examples, options=pool)
