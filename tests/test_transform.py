@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_projection import matrix_with_spectrum
+from _helpers.linalg import matrix_with_spectrum
 
 import asvd_jax as aj
 
