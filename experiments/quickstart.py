@@ -51,7 +51,7 @@ def main():
     print(f"task 1 loss {loss1:.4f}, task 2 loss {loss2:.4f}")
     print("protected share of task 2's weight change:",
           {path: f"{float(v):.1e}" for path, v in leakage.items()})
-    return leakage
+    return {"leakage": leakage, "start": start, "end": params, "ranks": ranks}
 
 
 if __name__ == "__main__":

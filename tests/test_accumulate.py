@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers.linalg import reference_leakage
+from tolerances import assert_close
 
 import asvd_jax as aj
-from tolerances import assert_close
 
 SHAPE = (12, 8)
 
@@ -57,8 +58,9 @@ def test_matches_optax_multisteps(seed):
     for key in params:
         assert_close(ours[key], ref[key], np.float32)
     # The accumulated change is still out of the protected subspace.
-    delta = jax.tree.map(lambda a, b: a - b, ours, params)
-    assert aj.protected_leakage(delta, bases)["w"] < 1e-5
+    # (Against a float64 SVD of the starting weight, not the projection under test.)
+    w0 = np.asarray(params["w"], np.float64)
+    assert reference_leakage(w0, np.asarray(ours["w"], np.float64) - w0, 3) < 1e-5
 
 
 def test_inner_chain_runs_once_per_real_step():

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
-from test_baselines_harness import leaves_by_path, make_ctx, run_task, tiny_params
+from _helpers.baselines import leaves_by_path, make_ctx, run_task, tiny_params
 from tolerances import assert_close
 
 import asvd_jax as aj

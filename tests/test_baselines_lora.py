@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_baselines_harness import leaves_by_path, make_ctx, regression_adapter, run_task, task_batches, tiny_params
+from _helpers.baselines import leaves_by_path, make_ctx, regression_adapter, run_task, task_batches, tiny_params
 from tolerances import assert_close
 
 import asvd_jax as aj

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_projection import matrix_with_spectrum
+from _helpers.linalg import matrix_with_spectrum
 from tolerances import assert_close
 
 import asvd_jax as aj

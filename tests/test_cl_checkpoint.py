@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers.checkpoint import save_legacy
 
 from asvd_jax.cl._checkpoint import Checkpointer, CheckpointMismatch
 
@@ -84,35 +85,12 @@ def test_manager_layout_retention_and_atomicity(tmp_path):
         ck.save("final", {"p": {"w": jnp.ones(2)}}, {})
 
 
-def _save_legacy(root, name, groups, meta, raw=None):
-    """A checkpoint as versions before CheckpointManager wrote it: checkpoints/<name>/
-    group-<g>/ (StandardCheckpointer, flat {index: leaf}), raw/, meta.json, latest.json."""
-    import orbax.checkpoint as ocp
-
-    path = os.path.join(root, name)
-    os.makedirs(path)
-    ckpt = ocp.StandardCheckpointer()
-    counts = {}
-    for g, v in groups.items():
-        leaves = jax.tree_util.tree_leaves(v)
-        counts[g] = len(leaves)
-        ckpt.save(os.path.join(path, f"group-{g}"), {f"{i:06d}": l for i, l in enumerate(leaves)})
-    if raw:
-        ckpt.save(os.path.join(path, "raw"), raw)
-    ckpt.wait_until_finished()
-    ckpt.close()
-    with open(os.path.join(path, "meta.json"), "w") as f:
-        json.dump({**meta, "name": name, "leaf_counts": counts, "raw_groups": sorted(raw or {})}, f)
-    with open(os.path.join(root, "latest.json"), "w") as f:
-        json.dump({"name": name}, f)
-
-
 def test_old_layout_still_restores_then_new_saves_take_over(tmp_path):
     rng = np.random.default_rng()
     params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32), "b": jnp.arange(3)}
     root = os.path.join(tmp_path, "checkpoints")
     os.makedirs(root)
-    _save_legacy(root, "task-0000", {"params": params}, {"kind": "task", "stage": 0},
+    save_legacy(root, "task-0000", {"params": params}, {"kind": "task", "stage": 0},
                  raw={"carry": {"f": np.full(2, 7.0)}})
     ck = Checkpointer(tmp_path)
     assert ck.latest()["name"] == "task-0000" and ck.latest()["stage"] == 0

@@ -295,14 +295,14 @@ def test_model_card_base_model_of_packaged_and_hub_models():
 def test_run_directory_of_the_old_layout_resumes(tmp_path, monkeypatch):
     """Task 1 checkpointed as versions before CheckpointManager did (checkpoints/task-0000/
     with meta.json); the resumed run reads it and ends with the uninterrupted run's metrics."""
-    from test_cl_checkpoint import _save_legacy
+    from _helpers.checkpoint import save_legacy
 
     from asvd_jax.cl import _runner
     from asvd_jax.cl._checkpoint import Checkpointer
 
     class OldLayout(Checkpointer):
         def save(self, name, groups, meta, raw=None):
-            _save_legacy(self.root, name, groups, meta, {g: v for g, v in (raw or {}).items() if v})
+            save_legacy(self.root, name, groups, meta, {g: v for g, v in (raw or {}).items() if v})
             return name
 
     fx = write_fixture(str(tmp_path / "fixture"), n_train=16, n_test=8)

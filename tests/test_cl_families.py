@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from tolerances import tolerance
 
 from asvd_jax.cl import load_config, run
 
@@ -16,7 +17,8 @@ def test_family_runs_end_to_end(tmp_path, family):
     m = run(load_config(None, BASE + [f"model.family={family}"]), run_dir=str(tmp_path / family))
     assert m["status"] == "complete"
     assert np.asarray(m["accuracy_matrix"]).shape == (2, 2)
-    assert m["rows"][1]["record"]["leakage"]["max"] < 1e-2  # float32 rounding of small deltas
+    # The applied update's protected share is at float32 rounding (~6e-6 measured).
+    assert m["rows"][1]["record"]["leakage"]["max"] < tolerance("float32")["rtol"]
     assert (tmp_path / family / "model" / "model.safetensors").is_file()
     if family == "bert":
         assert m["protocol"].startswith("options") and "general_ability" not in m

@@ -10,7 +10,7 @@ from asvd_jax.models import llama
 from asvd_jax.models._gguf import permute_rows, unpermute_rows
 from asvd_jax.models._hf_io import CheckpointError, write_safetensors
 from asvd_jax.models.llama import _rotate
-from test_llama import BASE, random_checkpoint
+from _helpers.llama import BASE, random_checkpoint
 from tolerances import assert_close
 
 

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from test_precision import RANKS, mlp, mlp_loss, reference_leakage, run
+from _helpers.linalg import reference_leakage
+from _helpers.mlp import RANKS, mlp, mlp_loss, run
 from tolerances import assert_close
 
 import asvd_jax as aj

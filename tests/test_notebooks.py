@@ -1,4 +1,4 @@
-"""The notebooks: generated from their sources, stripped, and executable top to bottom.
+"""The notebooks: paired with their sources by jupytext, stripped, and executable top to bottom.
 
 The execution test (slow) runs every notebook on its small settings in a fresh kernel of this
 interpreter (a kernelspec written into the test's temporary folder, never installed
@@ -7,7 +7,6 @@ globally). Set ``ASVD_NOTEBOOK_FIGURES=<folder>`` to keep each figure as a PNG f
 """
 
 import base64
-import importlib.util
 import json
 import os
 import sys
@@ -19,29 +18,33 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 nbformat = pytest.importorskip("nbformat")
+jupytext = pytest.importorskip("jupytext")
+
+# {notebook: its source}, the pairing notebooks/jupytext.toml declares.
+PAIRS = {NOTEBOOKS / f"{src.stem}.ipynb": src
+         for src in sorted((NOTEBOOKS / "_sources").glob("[0-9][0-9]_*.py"))}
 
 
-def _build_module():
-    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "_build.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _cells(nb):
+    return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
 
 
-BUILD = _build_module()
-PAIRS = BUILD.targets()
-
-
-def test_every_notebook_has_a_source_and_is_up_to_date():
+def test_every_notebook_is_paired_with_its_source_and_in_sync():
     assert len(PAIRS) >= 1
-    on_disk = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
-    assert on_disk == sorted(dst.name for dst in PAIRS.values()), "notebook without a source"
-    for src, dst in PAIRS.items():
-        assert dst.read_text() == BUILD.render(BUILD.parse(src.read_text(), src.name)), (
-            f"{dst.name} is out of date: run python notebooks/_build.py")
+    on_disk = sorted(NOTEBOOKS.glob("*.ipynb"))
+    assert on_disk == sorted(PAIRS), "notebook without a source in notebooks/_sources/"
+    config = jupytext.config.load_jupytext_config(str(NOTEBOOKS))
+    for dst, src in PAIRS.items():
+        # jupytext (configured by notebooks/jupytext.toml) pairs the two files ...
+        formats = config.default_formats(str(dst))
+        paired = [path for path, _ in jupytext.paired_paths.paired_paths(str(dst), "ipynb", formats)]
+        assert str(src) in paired, f"{dst.name}: jupytext does not pair it with {src}"
+        # ... and they hold the same cells: `make notebooks` was run after the last edit.
+        assert _cells(nbformat.read(dst, as_version=4)) == _cells(jupytext.read(src)), (
+            f"{dst.name} differs from {src.name}: run make notebooks (jupytext --sync)")
 
 
-@pytest.mark.parametrize("dst", list(PAIRS.values()), ids=lambda p: p.stem)
+@pytest.mark.parametrize("dst", list(PAIRS), ids=lambda p: p.stem)
 def test_notebook_layout(dst):
     nb = nbformat.read(dst, as_version=4)
     number = int(dst.stem[:2])
@@ -52,15 +55,6 @@ def test_notebook_layout(dst):
     for cell in nb.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, "outputs must be stripped"
-
-
-def test_parse_rejects_malformed_sources():
-    with pytest.raises(ValueError, match="before the first"):
-        BUILD.parse("x = 1\n# %%\ny = 2\n")
-    with pytest.raises(ValueError, match="unknown cell header"):
-        BUILD.parse("# %% [raw]\nx\n")
-    nb = BUILD.parse('# %% [markdown]\n# # Title\n# %% tags=["parameters"]\nA = 1\n')
-    assert nb.cells[0].source == "# Title" and nb.cells[1].metadata["tags"] == ["parameters"]
 
 
 def _kernel(tmp_path: Path) -> str:
@@ -99,7 +93,7 @@ def shared_dirs(tmp_path_factory):
             Path(os.environ.get("ASVD_NOTEBOOK_RUN_DIR") or root / "runs"))
 
 
-EXECUTE = [pytest.param(dst, id=dst.stem) for dst in PAIRS.values()]
+EXECUTE = [pytest.param(dst, id=dst.stem) for dst in PAIRS]
 
 
 @pytest.mark.slow

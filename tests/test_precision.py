@@ -10,53 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_projection import matrix_with_spectrum, reference_projection
+from _helpers.linalg import matrix_with_spectrum, reference_leakage, reference_projection
+from _helpers.mlp import RANKS, mlp, mlp_loss, run
 from tolerances import assert_close
 
 import asvd_jax as aj
-
-
-def reference_leakage(w0, delta, k, mode="strict"):
-    """||protected part of delta|| / ||delta||, with the subspaces of float64 SVD(w0)."""
-    w0, delta = np.asarray(w0, np.float64), np.asarray(delta, np.float64)
-    protected = delta - reference_projection(w0, delta, k, mode)
-    return float(np.linalg.norm(protected) / np.linalg.norm(delta))
-
-
-def mlp(seed, d_in=16, hidden=32, d_out=8, rows=64):
-    """params (float32, spectra with unit gaps) and data of a 2-layer MLP regression."""
-    rng = np.random.default_rng(seed)
-    params = {"up": {"kernel": jnp.asarray(matrix_with_spectrum(rng, d_in, hidden) / hidden,
-                                           jnp.float32), "bias": jnp.zeros(hidden)},
-              "down": {"kernel": jnp.asarray(matrix_with_spectrum(rng, hidden, d_out) / d_out,
-                                             jnp.float32), "bias": jnp.zeros(d_out)}}
-    x = jnp.asarray(rng.normal(size=(rows, d_in)), jnp.float32)
-    y = jnp.asarray(rng.normal(size=(rows, d_out)), jnp.float32)
-    return params, x, y
-
-
-RANKS = {"up/kernel": 8, "down/kernel": 4}
-
-
-def mlp_loss(compute_dtype):
-    def loss(p, x, y):
-        c = jax.tree.map(lambda a: a.astype(compute_dtype), p)  # bf16 compute on any params
-        h = jax.nn.gelu(x.astype(compute_dtype) @ c["up"]["kernel"] + c["up"]["bias"])
-        out = h @ c["down"]["kernel"] + c["down"]["bias"]
-        return jnp.mean((out.astype(jnp.float32) - y) ** 2)
-    return loss
-
-
-def run(params, tx, loss, x, y, steps):
-    """``steps`` optimizer steps in one compiled scan."""
-    @jax.jit
-    def go(p, s):
-        def body(carry, _):
-            p, s = carry
-            u, s = tx.update(jax.grad(loss)(p, x, y), s, p)
-            return (optax.apply_updates(p, u), s), None
-        return jax.lax.scan(body, (p, s), None, length=steps)[0]
-    return go(params, tx.init(params))
 
 
 def drift(p, p0, path):

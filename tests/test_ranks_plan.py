@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from test_ranks_policies import DIMS, make_stats
+from _helpers.ranks import DIMS, make_stats
 from tolerances import assert_close
 
 from asvd_jax.ranks import EnergyPolicy, Override, PaperPolicy, RankPlan, UniformPolicy, plan_ranks

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_projection import matrix_with_spectrum
+from _helpers.linalg import matrix_with_spectrum, reference_leakage
 
 import asvd_jax as aj
 
@@ -43,9 +43,11 @@ def train(params, loss, tx, steps):
     return params, state
 
 
-def leak(p1, p0, bases):
-    delta = jax.tree.map(lambda a, b: a.astype(jnp.float32) - b.astype(jnp.float32), p1, p0)
-    return float(aj.protected_leakage(delta, bases)["dense/kernel"])
+def leak(p1, p0, k):
+    """Protected share of the kernel's change, against the top-k singular vectors of a float64
+    SVD of the starting kernel (never ``aj.protected_leakage``, which runs the projection)."""
+    w0 = np.asarray(p0["dense"]["kernel"], np.float64)
+    return reference_leakage(w0, np.asarray(p1["dense"]["kernel"], np.float64) - w0, k)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -55,8 +57,8 @@ def test_adamw_with_decay_stays_out_of_protected_subspace(seed):
     adamw = optax.adamw(1e-2, weight_decay=0.1)
     projected, _ = train(params, loss, aj.with_projection(adamw, bases), 300)
     plain, _ = train(params, loss, adamw, 300)
-    assert leak(projected, params, bases) < 1e-5
-    assert leak(plain, params, bases) > 1e-2  # the check can fail
+    assert leak(projected, params, 4) < 1e-5
+    assert leak(plain, params, 4) > 1e-2  # the check can fail
     # The projected run still trains: the loss falls and the bias is free.
     assert float(loss(projected)) < 0.9 * float(loss(params))
 
@@ -67,7 +69,7 @@ def test_projection_before_adam_leaks():
     bases = bases_for(params, 4)
     wrong = optax.chain(aj.project_out_protected(bases), optax.adamw(1e-2, weight_decay=0.1))
     p, _ = train(params, loss, wrong, 100)
-    assert leak(p, params, bases) > 1e-2
+    assert leak(p, params, 4) > 1e-2
 
 
 def test_rank_zero_reproduces_inner_and_full_rank_freezes():
@@ -104,7 +106,7 @@ def test_no_recompile_and_set_bases():
     for _ in range(5):
         p, state = step(p, state)
     assert len(traces) == 1
-    assert leak(p, start, new) < 1e-5
+    assert leak(p, start, 3) < 1e-5
 
 
 def test_set_bases_errors():
@@ -130,7 +132,7 @@ def test_inject_hyperparams():
         lambda learning_rate: aj.with_projection(optax.adamw(learning_rate, weight_decay=0.1),
                                                  bases))(learning_rate=1e-2)
     p, state = train(params, loss, tx, 50)
-    assert leak(p, params, bases) < 1e-5
+    assert leak(p, params, 4) < 1e-5
     state.hyperparams["learning_rate"] = jnp.asarray(0.0)
     g = jax.grad(loss)(p)
     u, _ = tx.update(g, state, p)
@@ -167,7 +169,7 @@ def test_multisteps_projects_the_accumulated_update():
     ref_u, _ = inner.update(mean, inner.init(params), params)
     ref = optax.apply_updates(params, ref_u)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), p, ref)
-    assert leak(p, params, bases) < 1e-5
+    assert leak(p, params, 4) < 1e-5
 
 
 def test_partition_and_masked():
@@ -185,14 +187,14 @@ def test_partition_and_masked():
     tx = optax.partition({"proj": aj.with_projection(optax.adamw(1e-2, weight_decay=0.1), bases),
                           "plain": optax.adamw(1e-2)}, labels)
     p, _ = train(params, loss2, tx, 100)
-    assert leak(p, params, bases) < 1e-5
+    assert leak(p, params, 4) < 1e-5
     # "other" is fully protected by its basis but sits in the plain partition: it trains.
     assert not np.array_equal(p["other"]["kernel"], params["other"]["kernel"])
 
     mask = {"dense": {"kernel": True, "bias": True}, "other": {"kernel": False}}
     tx = optax.masked(aj.with_projection(optax.adamw(1e-2, weight_decay=0.1), bases), mask)
     p, _ = train(params, loss2, tx, 50)
-    assert leak(p, params, bases) < 1e-5
+    assert leak(p, params, 4) < 1e-5
 
 
 def test_updates_keep_dtype_with_float32_master_params():
@@ -256,7 +258,6 @@ def test_nnx_state_params_and_optimizer():
         step(model, opt)
     now = nnx.state(model, nnx.Param)
     delta = jax.tree.map(lambda a, b: a - b, now, start)
-    leakage = aj.protected_leakage(delta, bases)
-    assert list(leakage) == ["kernel"]
-    assert float(leakage["kernel"]) < 1e-5
+    w0 = np.asarray(start["kernel"][...], np.float64)
+    assert reference_leakage(w0, np.asarray(now["kernel"][...], np.float64) - w0, 2) < 1e-5
     assert float(jnp.abs(delta["kernel"][...]).max()) > 1e-3

@@ -59,7 +59,7 @@ def generate_and_score(model, ids, mask, opt_ids, opt_mask, max_new: int, eos_id
         logp = jax.nn.log_softmax(model.logits(h[:, :-1]), axis=-1)
         rest = jnp.take_along_axis(logp, jnp.broadcast_to(o_ids[1:], (b, length - 1))[..., None], -1)[..., 0]
         tok = jnp.concatenate([first_logp[:, o_ids[0]][:, None], rest], axis=1)
-        return (tok * o_mask[None, :]).sum(axis=1)
+        return (tok * o_mask[None, :].astype(tok.dtype)).sum(axis=1)
 
     scores = jax.lax.map(one_option, (opt_ids, opt_mask)).T
     return tokens, scores

@@ -135,7 +135,8 @@ def add_deltas(base: Any, factors: dict, layouts: dict[str, AdapterTarget], scal
             leaves.append(leaf)
             continue
         delta = lora_delta(pair, layouts[path], scale)
-        wide = jnp.promote_types(leaf.dtype, delta.dtype)
+        # The wider float explicitly (promote_types refuses bf16 + f32 under strict promotion).
+        wide = max(leaf.dtype, delta.dtype, key=lambda d: jnp.finfo(d).bits)
         leaves.append((leaf.astype(wide) + delta.astype(wide)).astype(leaf.dtype))
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
