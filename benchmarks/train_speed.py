@@ -49,8 +49,7 @@ def main(argv=None) -> dict:
 
     import asvd_jax as aj
     from asvd_jax.cl import load_config
-    from asvd_jax.cl._models import load_model
-    from asvd_jax.cl._runner import make_adapter
+    from asvd_jax.models import get_family, load_model
     from asvd_jax.cl._sequence import TaskStream, load_sequence
     from asvd_jax.cl._train import inner_optimizer, make_train_step
 
@@ -58,7 +57,7 @@ def main(argv=None) -> dict:
     seq = load_sequence(c.data)
     task = seq.tasks[args.task]
     model, tokenizer, default_targets = load_model(c.model)
-    adapter = make_adapter(c, model, tokenizer)
+    adapter = get_family(c.model.family).adapter(c, model, tokenizer)
     stream = TaskStream([(task, ex) for ex in task.train], c.train, args.task)
     chunks = [ch for _, ch in zip(range(args.batches), stream.chunks())]
 

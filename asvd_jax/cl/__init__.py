@@ -19,7 +19,6 @@ from asvd_jax.cl._config import (
     to_yaml,
 )
 from asvd_jax.cl._demo import DEMO_OVERRIDES
-from asvd_jax.cl._families import Family, register_family
 from asvd_jax.cl._method import Method, TaskContext
 from asvd_jax.cl._metrics import (
     average_accuracy,
@@ -32,6 +31,7 @@ from asvd_jax.cl._metrics import (
     summarize,
 )
 from asvd_jax.cl._runner import RunError, Runner, run
+from asvd_jax.models import Family, register_family
 
 __all__ = [
     "CheckpointConfig", "ConfigError", "DEMO_OVERRIDES", "DataConfig", "EvalConfig",
