@@ -102,6 +102,10 @@ class Family:
     answer_tokens: Callable[[Any, str], int] | None = None
     """``answer_tokens(tokenizer, label)``: tokens to generate for ``label`` before the end of
     sequence. None: the family generates nothing, so no ``eval.max_new_tokens`` warning."""
+    pipeline_tag: str = "text-generation"
+    """The Hub pipeline of the exported model (its model card's ``pipeline_tag``)."""
+    packaged: tuple[tuple[str, str], ...] = ()
+    """``(model.source, Hub id)`` of the weights a source ships: the model card's base model."""
 
     def __post_init__(self):
         unknown = [p for p in self.protocols if p not in PROTOCOLS]

@@ -48,4 +48,5 @@ FAMILY = Family(
     # answer_tokens=None: option scoring by similarity generates nothing, so labels never
     # meet the generation budget.
     input_length=input_length, answer_tokens=None,
+    pipeline_tag="text-classification", packaged=(("minilm", "sentence-transformers/all-MiniLM-L6-v2"),),
 )

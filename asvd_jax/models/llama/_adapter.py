@@ -120,7 +120,7 @@ class DecoderAdapter:
         # Slots rounded up to multiples of 8: typical label sets all share one program.
         slots = -(-max(len(option_ids), self.max_options) // 8) * 8
         width = -(-max(max(map(len, option_ids)), self.option_len) // 8) * 8
-        oi, om = _pad_batch(option_ids + [[pad]] * (slots - len(option_ids)), width, pad, left=False)
+        oi, om = pad_token_rows(option_ids + [[pad]] * (slots - len(option_ids)), width, pad, left=False)
         if self._eval_fn is None:
             def fn(params, ids, mask, oi, om):
                 return generate_and_score(self.model(params), ids, mask, oi, om, self.max_new_tokens,
@@ -138,7 +138,7 @@ class DecoderAdapter:
             n = len(chunk)
             chunk = chunk + [chunk[-1]] * (rows - n)  # fixed shape, results dropped
             width = compact_width(map(len, chunk), self.max_len, 32) if self.compact else self.max_len
-            pi, pm = _pad_batch(chunk, width, pad, left=True)
+            pi, pm = pad_token_rows(chunk, width, pad, left=True)
             g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om))
             for j, row in zip(idx, np.asarray(g)[:n].tolist()):
                 gen[j] = row

@@ -67,4 +67,5 @@ FAMILY = Family(
     name="llama", adapter=adapter, default_targets=tuple(DEFAULT_TARGETS), load=load,
     sources=("smollm2", "hf", "gguf", "hub", "random"), protocols=("generate", "options"),
     compact_batches=True, input_length=input_length, answer_tokens=answer_tokens,
+    pipeline_tag="text-generation", packaged=(("smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct"),),
 )

@@ -53,5 +53,5 @@ def answer_tokens(tokenizer: Any, label: str) -> int:
 FAMILY = Family(
     name="t5", adapter=adapter, default_targets=tuple(DEFAULT_TARGETS), load=load,
     sources=("hf", "hub", "random"), protocols=("generate", "options"),
-    input_length=input_length, answer_tokens=answer_tokens,
+    input_length=input_length, answer_tokens=answer_tokens, pipeline_tag="text2text-generation",
 )
