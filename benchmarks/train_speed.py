@@ -11,7 +11,7 @@ the strict projection onto bases that protect a fraction f of every target's ran
 * ``full``: every row padded to ``data.max_len``, the decoder's LM head at every position
   (encoder: 8 option slots of 16 tokens), i.e. ``adapter.compact = False``;
 * ``compact``: rows padded to the batch's longest row rounded up to 16, the decoder's head
-  only at answer positions, encoder option slots and widths per batch (``cl/_compact.py``).
+  only at answer positions, encoder option slots and widths per batch (``models/llama/_loss.py``, ``cl/_compact.py``).
 
 After one untimed pass over the batches (compiles every shape; the compile seconds are
 printed), each repeat runs one pass of ``full`` then one of ``compact`` over the same batches,
