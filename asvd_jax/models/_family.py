@@ -49,6 +49,10 @@ class ModelAdapter(Protocol):
       family's headline protocol (``option_accuracy``, ``predictions``, ... when it has them).
     * ``lm_loss(params, texts)``: held-out LM loss in nats per token (None without an LM head).
     * ``export(params, folder)``: the model in its published layout.
+
+    Optional: ``capture_groups(paths) -> [(capture_fn, paths), ...]`` when targets see several
+    token streams with their own masks (T5: encoder and decoder states); ASVD's statistics
+    then run one capture per stream.
     """
 
     family: str
