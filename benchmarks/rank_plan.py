@@ -60,7 +60,7 @@ def main() -> None:
     from flax import nnx
 
     from asvd_jax.models.llama import DEFAULT_TARGETS
-    from asvd_jax.models._llama_load import load_smollm2
+    from asvd_jax.models.llama import load_smollm2
     from asvd_jax import weight_svds
     from asvd_jax.ranks import EnergyPolicy, PaperPolicy, collect_statistics_nnx, plan_ranks
     from asvd_jax import flatten_with_paths

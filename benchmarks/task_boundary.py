@@ -47,15 +47,14 @@ def main(argv=None) -> dict:
     import asvd_jax as aj
     from asvd_jax import ranks
     from asvd_jax.cl import load_config
-    from asvd_jax.cl._compact import same_width
-    from asvd_jax.cl._models import load_model
-    from asvd_jax.cl._runner import make_adapter
+    from asvd_jax.data import same_width
+    from asvd_jax.models import get_family, load_model
     from asvd_jax.cl._sequence import load_sequence, statistics_items
 
     c = load_config(args.config, ["run.progress=false"])
     seq = load_sequence(c.data)
     model, tokenizer, default_targets = load_model(c.model)
-    adapter = make_adapter(c, model, tokenizer)
+    adapter = get_family(c.model.family).adapter(c, model, tokenizer)
     params = adapter.params
     targets = aj.select_targets(params, include=list(default_targets), exclude=aj.DEFAULT_EXCLUDE)
     items = statistics_items(seq.tasks[0], c.method.stats_examples, c.data.seed)

@@ -11,7 +11,7 @@ the strict projection onto bases that protect a fraction f of every target's ran
 * ``full``: every row padded to ``data.max_len``, the decoder's LM head at every position
   (encoder: 8 option slots of 16 tokens), i.e. ``adapter.compact = False``;
 * ``compact``: rows padded to the batch's longest row rounded up to 16, the decoder's head
-  only at answer positions, encoder option slots and widths per batch (``cl/_compact.py``).
+  only at answer positions, encoder option slots and widths per batch (``models/llama/_loss.py``, ``cl/_compact.py``).
 
 After one untimed pass over the batches (compiles every shape; the compile seconds are
 printed), each repeat runs one pass of ``full`` then one of ``compact`` over the same batches,
@@ -49,8 +49,7 @@ def main(argv=None) -> dict:
 
     import asvd_jax as aj
     from asvd_jax.cl import load_config
-    from asvd_jax.cl._models import load_model
-    from asvd_jax.cl._runner import make_adapter
+    from asvd_jax.models import get_family, load_model
     from asvd_jax.cl._sequence import TaskStream, load_sequence
     from asvd_jax.cl._train import inner_optimizer, make_train_step
 
@@ -58,7 +57,7 @@ def main(argv=None) -> dict:
     seq = load_sequence(c.data)
     task = seq.tasks[args.task]
     model, tokenizer, default_targets = load_model(c.model)
-    adapter = make_adapter(c, model, tokenizer)
+    adapter = get_family(c.model.family).adapter(c, model, tokenizer)
     stream = TaskStream([(task, ex) for ex in task.train], c.train, args.task)
     chunks = [ch for _, ch in zip(range(args.batches), stream.chunks())]
 

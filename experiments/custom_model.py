@@ -5,7 +5,7 @@ similarity, like the MiniLM encoder) is registered with ``register_family`` and 
 ``asvd_jax.cl.run`` on the built-in two-task fixture: rank statistics, bases, the projection,
 evaluation, metrics, checkpoints and ``asvd-jax report`` all work without editing the
 library. What a family provides is an adapter (batches, loss, activation capture, evaluation)
-and its target regexes; see ``asvd_jax.cl._adapter.ModelAdapter`` for the contract.
+and its target regexes; see ``asvd_jax.models.ModelAdapter`` for the contract.
 Run by ``tests/test_research_api.py``. A toy model: it learns the first (topic) task; its
 accuracies say nothing about the method.
 """
@@ -21,7 +21,8 @@ import numpy as np
 from flax import nnx
 
 from asvd_jax.cl import Family, load_config, register_family, run
-from asvd_jax.cl._adapter import pad_rows, split_model
+from asvd_jax.data import pad_batch
+from asvd_jax.models import split_model
 from asvd_jax.cl._fixture import write_fixture
 
 MAX_BYTES = 64  # texts are cut to this many bytes
@@ -57,7 +58,6 @@ class BagMLPAdapter:
     """The runner's glue for BagMLP: option scoring by dot product, cross-entropy loss."""
 
     family = "bagmlp"
-    protocol_label = "options (dot product of byte-bag codes)"
 
     def __init__(self, config, model, tokenizer):
         self.graphdef, self.params, self.rest = split_model(model)
@@ -80,7 +80,7 @@ class BagMLPAdapter:
         batch = {"ids": ids, "mask": mask, "row_valid": np.ones(len(items), np.int32),
                  "label": np.array([task.options.index(ex.label) for task, ex in items], np.int32),
                  **self._options([task for task, _ in items])}
-        return pad_rows(batch, self.batch_size)
+        return pad_batch(batch, self.batch_size)
 
     def _scores(self, params, batch):
         model = self._model(params)
@@ -125,6 +125,8 @@ FAMILY = Family(
     adapter=BagMLPAdapter,
     default_targets=(r"^(up|down)/kernel$",),
     load=lambda model_config: (BagMLP(model_config.random_width, rngs=nnx.Rngs(0)), None),
+    protocols=("options",),
+    protocol_label="options (dot product of byte-bag codes)",
 )
 
 

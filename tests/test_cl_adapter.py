@@ -7,9 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asvd_jax.cl._adapter import DecoderAdapter, normalize_answer
+from asvd_jax.data import normalize_answer
+from asvd_jax.models.llama._adapter import DecoderAdapter
 from asvd_jax.cl._config import ModelConfig
-from asvd_jax.cl._models import load_model
+from asvd_jax.models import load_model
 from tolerances import assert_close
 
 
@@ -23,16 +24,17 @@ def adapter():
 def test_fused_eval_equals_generate_and_pairwise_scores(adapter, seed):
     from flax import nnx
 
-    from asvd_jax.cl._decoder_eval import generate_and_score
-    from asvd_jax.models._generation import _decoder_option_logprobs, _pad_rows, generate, score_token_options
+    from asvd_jax.data import pad_token_rows
+    from asvd_jax.models.llama._decoding import (_decoder_option_logprobs, generate, generate_and_score,
+                                                 score_token_options)
 
     rng = np.random.default_rng(seed)
     # Prompts of different lengths (left padding differs per row), options of different
     # lengths plus EOS, and an empty option slot (all padding) as the runner passes them.
     prompts = [list(rng.integers(3, 250, size=rng.integers(3, 16))) for _ in range(4)]
     options = [list(rng.integers(3, 250, size=n)) + [2] for n in (rng.integers(1, 4), 3, rng.integers(1, 4))]
-    pi, pm = _pad_rows(prompts, 16, 0, left=True)
-    oi, om = _pad_rows(options + [[0]], 5, 0, left=False)
+    pi, pm = pad_token_rows(prompts, 16, 0, left=True)
+    oi, om = pad_token_rows(options + [[0]], 5, 0, left=False)
     model = adapter.model(adapter.params)
     fused = jax.jit(lambda p, a, b, c, d: generate_and_score(adapter.model(p), a, b, c, d, 5, 2, 0))
     tokens, scores = fused(adapter.params, pi, pm, oi, om)

@@ -1,4 +1,4 @@
-"""Compact training batches (cl/_compact.py): same losses, gradients and evaluations as the
+"""Compact training batches (models/llama/_loss.py, cl/_compact.py): same losses, gradients and evaluations as the
 fixed max_len layout, on tiny random models with fresh random examples."""
 
 import jax
@@ -6,11 +6,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from asvd_jax.cl._adapter import DecoderAdapter
-from asvd_jax.cl._adapters_enc import EncoderAdapter
-from asvd_jax.cl._compact import loss_positions
+from asvd_jax.models.bert._adapter import EncoderAdapter
+from asvd_jax.models.llama._adapter import DecoderAdapter
+from asvd_jax.models.llama._loss import loss_positions
 from asvd_jax.cl._config import ModelConfig
-from asvd_jax.cl._models import load_model
+from asvd_jax.models import load_model
 from asvd_jax.data import Example, Task
 from tolerances import assert_close
 
@@ -127,7 +127,9 @@ def test_encoder_compact_loss_grads_and_eval_match(encoder, seed):
 
 
 def test_widen_same_width_and_stage_width(decoder):
-    from asvd_jax.cl._compact import SHORT_STAGE, same_width, stage_width, widen
+    from asvd_jax.cl._compact import SHORT_STAGE, stage_width
+    from asvd_jax.data import same_width, widen
+    from asvd_jax.models import get_family
 
     b = {"input_ids": np.array([[4, 5]], np.int32), "attention_mask": np.array([[1, 1]], np.int32),
          "loss_mask": np.array([[0, 1]], np.int32), "loss_index": np.array([[0]], np.int32)}
@@ -144,8 +146,8 @@ def test_widen_same_width_and_stage_width(decoder):
     chunks = [[(short, ex) for ex in short.train], [(long, ex) for ex in long.train]]
     widths = [decoder.train_batch(ch)["input_ids"].shape[1] for ch in chunks]
     assert widths[0] < widths[1]
-    assert stage_width(decoder, chunks) == widths[1]
-    assert stage_width(decoder, chunks * SHORT_STAGE) is None  # long stage: per-batch widths
+    assert stage_width(get_family("llama"), decoder, chunks) == widths[1]
+    assert stage_width(get_family("llama"), decoder, chunks * SHORT_STAGE) is None  # long stage: per-batch widths
     decoder.min_width = widths[1]
     try:
         batch = decoder.train_batch(chunks[0])

@@ -147,10 +147,10 @@ def test_train_step_returns_the_gradient_norm():
     import jax
     import optax
 
-    from asvd_jax.cl._adapter import DecoderAdapter
     from asvd_jax.cl._config import ModelConfig, MethodConfig
     from asvd_jax.cl._methods import build_method
-    from asvd_jax.cl._models import load_model
+    from asvd_jax.models import load_model
+    from asvd_jax.models.llama._adapter import DecoderAdapter
     from asvd_jax.cl._train import make_train_step
     from asvd_jax.data import Example, Task
 

@@ -8,7 +8,7 @@ import pytest
 from tolerances import assert_close
 
 from asvd_jax.cl import load_config, run
-from asvd_jax.cl._models import load_model
+from asvd_jax.models import load_model
 
 BASE = ["model.source=random", "model.random_width=32", "data.suite=fixture", "data.max_len=64",
         "train.lr=3e-3", "method.stats_examples=16", "data.max_eval_per_task=8",

@@ -107,12 +107,12 @@ def test_data_path_without_custom_suite(capsys):
 
 
 def test_dev_split_without_dev_files_fails_before_the_model_loads(tmp_path, capsys, monkeypatch):
-    from asvd_jax.cl import _models
+    from asvd_jax.cl import _families
 
     def no_model(*a, **k):
         raise AssertionError("the model must not load")
 
-    monkeypatch.setattr(_models, "load_model", no_model)
+    monkeypatch.setattr(_families, "load_model", no_model)
     rows = "text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(8))
     seq = _sequence(tmp_path, "tasks:\n  - name: q\n    train_path: train.csv\n    test_path: test.csv\n"
                               "    instruction: Which?\n    options: [a, b]\n",

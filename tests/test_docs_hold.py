@@ -49,7 +49,7 @@ def tiny_models(monkeypatch):
     """SmolLM2 and MiniLM replaced by tiny random models of the same families (the snippets'
     calls are unchanged; loading and running the real ones takes minutes here)."""
     from asvd_jax.cl._config import ModelConfig
-    from asvd_jax.cl._models import load_model
+    from asvd_jax.models import load_model
     from asvd_jax.models import bert, llama
 
     def tiny(family):

@@ -9,7 +9,7 @@ from asvd_jax import flatten_with_paths
 from asvd_jax.models import llama
 from asvd_jax.models._gguf import permute_rows, unpermute_rows
 from asvd_jax.models._hf_io import CheckpointError, write_safetensors
-from asvd_jax.models.llama import _rotate
+from asvd_jax.models.llama._model import _rotate
 from _helpers.llama import BASE, random_checkpoint
 from tolerances import assert_close
 

@@ -13,10 +13,10 @@ from flax import nnx
 from asvd_jax import flatten_with_paths
 from asvd_jax.models import capture
 from asvd_jax.models import llama
-from asvd_jax.models import _generation
-from asvd_jax.models._generation import _generate_jit
+from asvd_jax.models.llama import _decoding
+from asvd_jax.models.llama._decoding import _generate_jit
 from asvd_jax.models._hf_io import CheckpointError, write_safetensors
-from asvd_jax.models._llama_load import hf_names
+from asvd_jax.models.llama._io import hf_names
 from asvd_jax.models.assets import AssetNotFoundError, package_dir
 from _helpers.llama import BASE, random_checkpoint
 from tolerances import assert_close
@@ -106,8 +106,8 @@ def test_token_logprobs_and_scores_match_transformers(tmp_path, seed):
             want[i, j] = sum(lp[len(p) - 1 + k, tok] for k, tok in enumerate(o))
     lengths = np.asarray([len(o) for o in options])
     for reduction, expected in (("sum", want), ("mean", want / lengths)):
-        ours = _generation.score_token_options(
-            lambda *a: _generation._decoder_option_logprobs(*nnx.split(model), *a),
+        ours = _decoding.score_token_options(
+            lambda *a: _decoding._decoder_option_logprobs(*nnx.split(model), *a),
             prompts, options, batch_size=4, reduction=reduction)
         assert_close(ours, expected, "float32", scale=np.abs(expected).max())
 

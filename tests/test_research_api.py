@@ -68,10 +68,10 @@ def _sequence():
 
 
 def test_run_with_model_tokenizer_sequence_and_method_objects(tmp_path, monkeypatch):
-    from asvd_jax.cl import _models
-    from asvd_jax.models import llama
+    from asvd_jax.cl import _families
+    from asvd_jax.models import byte_tokenizer, llama
 
-    tok = _models.byte_tokenizer()
+    tok = byte_tokenizer()
     model = llama.init_llama(llama.LlamaConfig(
         vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
         num_kv_heads=1, tie_word_embeddings=True, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
@@ -80,7 +80,7 @@ def test_run_with_model_tokenizer_sequence_and_method_objects(tmp_path, monkeypa
     def no_load(*a, **k):
         raise AssertionError("config.model must not be loaded when a model is passed")
 
-    monkeypatch.setattr(_models, "load_model", no_load)
+    monkeypatch.setattr(_families, "load_model", no_load)
     # data.suite stays "offline": a passed sequence replaces it (nothing is built).
     cfg = load_config(None, ["data.max_len=48", "train.batch_size=8", "eval.batch_size=8",
                              "eval.lm_loss=false", "checkpoint.export_hf=false", "run.progress=false"])

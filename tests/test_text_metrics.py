@@ -2,8 +2,8 @@
 
 import pytest
 
-from asvd_jax.cl import _text_metrics as tm
-from asvd_jax.cl._text_metrics import (
+from asvd_jax.data import _text_metrics as tm
+from asvd_jax.data._text_metrics import (
     TRACE_METRICS, choice_accuracy, edit_similarity, exact_match, generation_metric, rouge_l,
     sari, score_generated, score_generation,
 )
@@ -174,10 +174,10 @@ def test_score_generated_uses_raw_text():
 # ---------------------------------------------------------------------------------- adapters
 @pytest.mark.parametrize("family", ["llama", "t5"])
 def test_adapter_scores_trace_tasks_with_their_metric(monkeypatch, family):
-    from asvd_jax.cl._adapter import DecoderAdapter
-    from asvd_jax.cl._adapters_enc import Seq2SeqAdapter
+    from asvd_jax.models.llama._adapter import DecoderAdapter
+    from asvd_jax.models.t5._adapter import Seq2SeqAdapter
     from asvd_jax.cl._config import ModelConfig
-    from asvd_jax.cl._models import load_model
+    from asvd_jax.models import load_model
 
     model, tok, _ = load_model(ModelConfig(family=family, source="random", random_width=32))
     cls = DecoderAdapter if family == "llama" else Seq2SeqAdapter

@@ -21,7 +21,6 @@ from asvd_jax.cl._config import (
 from asvd_jax.cl._compare import comparison_rows, markdown_table
 from asvd_jax.cl._config_doc import documented_yaml
 from asvd_jax.cl._demo import DEMO_OVERRIDES
-from asvd_jax.cl._families import Family, register_family
 from asvd_jax.cl._method import Method, TaskContext
 from asvd_jax.cl._metrics import (
     average_accuracy,
@@ -38,6 +37,7 @@ from asvd_jax.cl._report_cli import comparison_output
 from asvd_jax.cl._runner import RunError, Runner, run
 from asvd_jax.cl._seeds import run_seeds, seeds_parent
 from asvd_jax.cl._sequence import load_sequence
+from asvd_jax.models import Family, register_family
 
 __all__ = [
     "CheckpointConfig", "ConfigError", "DEMO_OVERRIDES", "DataConfig", "EvalConfig",

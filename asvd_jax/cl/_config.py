@@ -438,9 +438,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:
     """Check enumerated fields and ranges; ConfigError naming the key."""
-    from asvd_jax.cl._families import family_names, registered_family
+    from asvd_jax.models import family_names, find_family
 
-    custom_family = registered_family(config.model.family) is not None
+    family = find_family(config.model.family)
+    custom_family = family is not None and family.sources is None
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, runtime_che
 import jax
 import optax
 
-if TYPE_CHECKING:  # the adapter lives with the runner; only its type is needed here
-    from asvd_jax.cl._adapter import ModelAdapter
+if TYPE_CHECKING:  # the adapter lives with its model family; only its type is needed here
+    from asvd_jax.models import ModelAdapter
 
 
 @dataclasses.dataclass(frozen=True)

@@ -242,7 +242,7 @@ def annotate_evaluation(task, examples: Sequence, result: dict,
     """
     if not task.options:
         return result
-    from asvd_jax.cl._text_metrics import normalize_answer
+    from asvd_jax.data import normalize_answer
 
     labels = [normalize_answer(ex.label) for ex in examples]
     options = [normalize_answer(o) for o in task.options]

@@ -12,20 +12,24 @@ import math
 import os
 from typing import Any
 
-# Hub ids of the packaged models (the ids their packages were made from).
-_PACKAGED = {("llama", "smollm2"): "HuggingFaceTB/SmolLM2-135M-Instruct",
-             ("bert", "minilm"): "sentence-transformers/all-MiniLM-L6-v2"}
-_PIPELINE = {"llama": "text-generation", "t5": "text2text-generation", "bert": "text-classification"}
+from asvd_jax.models import find_family
 
 
 def base_model(config: Any) -> str | None:
     """Hub id (or local path) of the model the run started from; None for a random init."""
     m = config.model
-    if (m.family, m.source) in _PACKAGED:
-        return _PACKAGED[(m.family, m.source)]
+    family = find_family(m.family)
+    packaged = dict(family.packaged) if family is not None else {}
+    if m.source in packaged:  # the Hub id the shipped weights were made from
+        return packaged[m.source]
     if m.source == "random":
         return None
     return m.path or None
+
+
+def _pipeline(config: Any) -> str:
+    family = find_family(config.model.family)
+    return family.pipeline_tag if family is not None else "text-generation"
 
 
 def _pct(x: Any) -> str:
@@ -46,7 +50,7 @@ def model_card(metrics: dict, config: Any) -> str:
     if c.method.name == "asvd":
         tags.append("orthogonal-subspace-fine-tuning")
     front = ["---", "library_name: transformers",  # the export is the HF safetensors layout
-             f"pipeline_tag: {_PIPELINE.get(c.model.family, 'text-generation')}"]
+             f"pipeline_tag: {_pipeline(c)}"]
     if base is not None and not os.path.isabs(base):  # a Hub id; a local path is no base_model
         front.append(f"base_model: {_yaml_str(base)}")
     front += ["tags:"] + [f"- {t}" for t in tags] + ["---", ""]

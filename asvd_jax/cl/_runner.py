@@ -61,22 +61,6 @@ def default_run_name(config: ExperimentConfig) -> str:
     return f"{config.method.name}-{config.data.suite}{config.data.order}-{stamp}"
 
 
-def make_adapter(config: ExperimentConfig, model: Any, tokenizer: Any):
-    from asvd_jax.cl import _adapter
-
-    kw = dict(max_len=config.data.max_len, batch_size=config.train.batch_size,
-              eval_batch_size=config.eval.batch_size)
-    if config.model.family == "llama":
-        return _adapter.DecoderAdapter(model, tokenizer, max_new_tokens=config.eval.max_new_tokens,
-                                       protocol=config.eval.protocol, **kw)
-    from asvd_jax.cl import _adapters_enc
-
-    if config.model.family == "bert":
-        return _adapters_enc.EncoderAdapter(model, tokenizer, **kw)
-    return _adapters_enc.Seq2SeqAdapter(model, tokenizer, max_new_tokens=config.eval.max_new_tokens,
-                                        protocol=config.eval.protocol, **kw)
-
-
 def _enable_compile_cache() -> None:
     # Identical steps (SeqFT's tasks, reruns) then reuse compiled programs across processes.
     folder = os.environ.get("ASVD_JAX_COMPILE_CACHE",
@@ -191,7 +175,7 @@ class Runner:
         self._timed("data", time.perf_counter() - t)
         t = time.perf_counter()
         self.progress.log(f"[asvd-jax] loading model ({c.model.family}, {c.model.source})")
-        self.adapter, default_targets = build_adapter(c, self._given["model"], self._given["tokenizer"])
+        self.family, self.adapter, default_targets = build_adapter(c, self._given["model"], self._given["tokenizer"])
         self.mesh = make_mesh(c.mesh)
         if self.mesh is not None and c.train.batch_size % (self.mesh.size) != 0:
             raise RunError(f"train.batch_size={c.train.batch_size} must be a multiple of the "
@@ -199,7 +183,7 @@ class Runner:
         from asvd_jax.cl._data_checks import data_warnings
 
         # Token budgets that silently hurt: max_len truncating most inputs, long labels.
-        self.warnings = data_warnings(self.adapter, self.tasks, c.data.max_len,
+        self.warnings = data_warnings(self.family, self.adapter, self.tasks, c.data.max_len,
                                       c.eval.max_new_tokens, c.eval.split)
         for w in self.warnings:  # shown even without progress output
             print(f"[asvd-jax] warning: {w}", file=sys.stderr, flush=True)
@@ -254,11 +238,11 @@ class Runner:
 
         def gen():
             # One token width for the whole pass: the statistics step compiles once.
-            from asvd_jax.cl._compact import same_width
+            from asvd_jax.cl._compact import compact, same_width
             from asvd_jax.cl._mesh import shard_batch
 
             batches = [self.adapter.train_batch(ch) for ch in chunks]
-            if getattr(self.adapter, "compact", False):  # shipped families; registered ones as built
+            if compact(self.family, self.adapter):  # batches padded to their own widths
                 batches = same_width(batches, self.adapter.tokenizer.pad_id)
             for batch in self.progress.bar(batches, len(batches), f"statistics ({task.name})"):
                 yield shard_batch(batch, self.mesh)
@@ -337,19 +321,10 @@ class Runner:
         }
 
     def _protocol_label(self) -> str:
-        c = self.config
-        if getattr(self.adapter, "protocol_label", None):  # a registered family's adapter
-            return self.adapter.protocol_label
-        if c.model.family == "bert" or c.eval.protocol not in ("auto", "generate", "both"):
-            if self.option_pool is not None:
-                return f"options (scored over all {len(self.option_pool)} answers of the sequence)"
-            return "options (restricted scoring)"
-        from asvd_jax.cl._text_metrics import generation_metric
-
-        metrics = sorted({m for t in self.tasks if (m := generation_metric(t))})
-        if metrics:  # TRACE: each task scored by its benchmark's metric
-            return f"generate (greedy; per-task metrics: {', '.join(metrics)}; exact match elsewhere)"
-        return "generate (greedy exact match)"
+        label = self.family.describe_protocol(self.config.eval.protocol, self.tasks)
+        if self.option_pool is not None:  # eval.option_pool=sequence
+            label += f"; options scored over all {len(self.option_pool)} answers of the sequence"
+        return label
 
     def write_metrics(self, metrics: dict) -> None:
         metrics["timing"] = dict(self.timing)
@@ -434,7 +409,7 @@ class Runner:
         stream = TaskStream(items, c.train, stage)
         from asvd_jax.cl._compact import stage_width
 
-        self.adapter.min_width = stage_width(self.adapter, list(stream.chunks()))  # short stage: one shape
+        self.adapter.min_width = stage_width(self.family, self.adapter, list(stream.chunks()))  # short stage: one shape
         prev = self._stats_batches(stage) if stage > 0 and c.method.name != "mtl" else None
         ctx = TaskContext(
             index=stage, num_tasks=len(self.stages), params=params, targets=self.targets,

@@ -4,7 +4,7 @@ Python objects; ``datasets`` (benchmark layouts) and ``yaml`` (custom sequences)
 only by the loaders that need them.
 """
 
-from asvd_jax.data._batching import batches, decoder_batch, encoder_batch, round_up, seq2seq_batch
+from asvd_jax.data._batching import batches, decoder_batch, encoder_batch, seq2seq_batch, token_count
 from asvd_jax.data._benchmarks import (
     OLORA_ORDERS,
     TRACE_ORDER,
@@ -15,6 +15,18 @@ from asvd_jax.data._benchmarks import (
 )
 from asvd_jax.data._cache import DataCacheError, default_data_dir
 from asvd_jax.data._custom import CustomTaskSpec, load_custom_sequence
+from asvd_jax.data._padding import (
+    PAD_MULTIPLE,
+    bucket_length,
+    compact_width,
+    fix_width,
+    length_sorted_chunks,
+    pad_batch,
+    pad_token_rows,
+    round_up,
+    same_width,
+    widen,
+)
 from asvd_jax.data._prompts import ANSWER_CUE, Prompt, example_prompt, format_prompt
 from asvd_jax.data._suite import (
     OFFLINE_ORDERS,
@@ -33,12 +45,15 @@ from asvd_jax.data._tasks import (
     describe,
     suite_fingerprint,
 )
+from asvd_jax.data._text_metrics import generation_metric, normalize_answer, score_generated
 
 __all__ = [
-    "ANSWER_CUE", "OFFLINE_ORDERS", "OFFLINE_TASKS", "OLORA_ORDERS", "SPLITS", "TRACE_ORDER",
-    "CustomTaskSpec", "DataCacheError", "DataFileNotFound", "Example", "Prompt", "SuiteConfig", "Task",
-    "TaskSequence", "batches", "build_offline_suite", "decoder_batch", "default_data_dir", "describe",
-    "encoder_batch", "example_prompt", "format_prompt", "load_custom_sequence", "load_olora_sequence",
-    "load_olora_task", "load_trace_sequence", "load_trace_task", "offline_sequence", "round_up",
-    "sample_offline_suite", "seq2seq_batch", "suite_fingerprint",
+    "ANSWER_CUE", "OFFLINE_ORDERS", "OFFLINE_TASKS", "OLORA_ORDERS", "PAD_MULTIPLE", "SPLITS",
+    "TRACE_ORDER", "CustomTaskSpec", "DataCacheError", "DataFileNotFound", "Example", "Prompt",
+    "SuiteConfig", "Task", "TaskSequence", "batches", "bucket_length", "build_offline_suite",
+    "compact_width", "decoder_batch", "default_data_dir", "describe", "encoder_batch", "example_prompt",
+    "fix_width", "format_prompt", "generation_metric", "length_sorted_chunks", "load_custom_sequence",
+    "load_olora_sequence", "load_olora_task", "load_trace_sequence", "load_trace_task",
+    "normalize_answer", "offline_sequence", "pad_batch", "pad_token_rows", "round_up", "same_width",
+    "sample_offline_suite", "score_generated", "seq2seq_batch", "suite_fingerprint", "token_count", "widen",
 ]

@@ -23,16 +23,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from asvd_jax.data._padding import pad_token_rows, round_up
 from asvd_jax.data._prompts import Prompt
 
 _TRUNCATION = ("right", "left")
-
-
-def round_up(n: int, multiple: int) -> int:
-    """Smallest multiple of ``multiple`` that is >= n (n itself when multiple <= 1)."""
-    if multiple <= 1:
-        return n
-    return -(-n // multiple) * multiple
 
 
 def _check_common(max_len: int, truncation: str, pad_multiple: int) -> None:
@@ -46,6 +40,11 @@ def _check_common(max_len: int, truncation: str, pad_multiple: int) -> None:
 
 def _encode(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+
+def token_count(tokenizer: Any, text: str) -> int:
+    """Tokens of ``text`` without special tokens, as the batch builders encode each part."""
+    return len(_encode(tokenizer, text))
 
 
 def _prompt_ids(tokenizer, prompt, budget: int, truncation: str, where: str) -> list[int]:
@@ -69,13 +68,7 @@ def _prompt_ids(tokenizer, prompt, budget: int, truncation: str, where: str) -> 
 
 
 def _pad_rows(rows: Sequence[Sequence[int]], pad_value: int, length: int, side: str) -> np.ndarray:
-    out = np.full((len(rows), length), pad_value, dtype=np.int32)
-    for i, row in enumerate(rows):
-        if side == "right":
-            out[i, :len(row)] = row
-        else:
-            out[i, length - len(row):] = row
-    return out
+    return pad_token_rows(rows, length, pad_value, left=side == "left")[0]
 
 
 def _padded_length(rows, max_len: int, pad_to: int | None, pad_multiple: int) -> int:

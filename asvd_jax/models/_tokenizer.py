@@ -49,3 +49,23 @@ class TextTokenizer:
         """Write ``tokenizer.json`` into ``folder`` (the HF layout)."""
         os.makedirs(folder, exist_ok=True)
         self.backend.save(os.path.join(folder, "tokenizer.json"))
+
+
+def byte_tokenizer() -> TextTokenizer:
+    """A byte-level tokenizer: ids 0/1/2 = pad/bos/eos, then the 256 bytes (no merges).
+
+    The tokenizer of the families' ``source="random"`` models: tests and the pulse check
+    need no files at all.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    byte_chars = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2}
+    for ch in sorted(byte_chars):
+        vocab[ch] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<pad>", "<s>", "</s>"])
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return TextTokenizer(tok, bos_id=1, eos_id=2, pad_id=0)

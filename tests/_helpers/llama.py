@@ -3,7 +3,7 @@
 import numpy as np
 
 from asvd_jax.models import llama
-from asvd_jax.models._llama_load import hf_names
+from asvd_jax.models.llama._io import hf_names
 
 BASE = dict(vocab_size=61, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
             num_kv_heads=2, rope_theta=500.0, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)

@@ -19,7 +19,7 @@ from asvd_jax._paths import flatten_with_paths
 from asvd_jax.models._capture import assign_capture_names
 from asvd_jax.models._hf_io import CheckpointError, export_folder, params_to_hf, read_config, read_safetensors, take
 from asvd_jax.models._tokenizer import TextTokenizer
-from asvd_jax.models.t5 import T5, T5Config
+from asvd_jax.models.t5._model import T5, T5Config
 
 _ATTN_HF = {"attn": "0.SelfAttention", "self_attn": "0.SelfAttention", "cross_attn": "1.EncDecAttention"}
 _NORM_HF = {

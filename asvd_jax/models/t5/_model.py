@@ -335,14 +335,3 @@ class T5(nnx.Module):
     def __call__(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask=None) -> jax.Array:
         enc = self.encode(input_ids, attention_mask)
         return self.decode(decoder_input_ids, enc, attention_mask, decoder_attention_mask)
-
-
-from asvd_jax.models._t5_decode import forward, generate, score_options  # noqa: E402  (uses T5 methods only)
-from asvd_jax.models._t5_io import (  # noqa: E402  (needs T5, T5Config defined above)
-    export_hf, hf_name, hf_tensors, init_random, load_hf, load_hub, load_model, load_tokenizer,
-)
-
-__all__ = [
-    "DEFAULT_TARGETS", "T5", "T5Config", "export_hf", "forward", "generate", "hf_name", "hf_tensors",
-    "init_random", "load_hf", "load_hub", "load_model", "load_tokenizer", "relative_bucket_table", "score_options",
-]

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from asvd_jax.data import bucket_length, pad_token_rows
+
 _NEG = -1e30
 
 
@@ -102,20 +104,6 @@ def _score(graphdef, state, input_ids, attention_mask, decoder_input_ids, target
     return jnp.sum(picked * jnp.tile(target_mask, (b, 1)), axis=-1).reshape(b, m)
 
 
-def bucket_length(n: int, minimum: int = 8) -> int:
-    """Smallest power of two >= max(n, minimum): few distinct shapes, few compilations."""
-    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
-
-
-def _pad(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.full((len(rows), length), pad_id, np.int32)
-    mask = np.zeros((len(rows), length), np.int32)
-    for r, row in enumerate(rows):
-        ids[r, : len(row)] = row
-        mask[r, : len(row)] = 1
-    return ids, mask
-
-
 def score_options(model, tokenizer, inputs: Sequence[str], options: Sequence[str], *,
                   batch_size: int = 8, max_input_len: int = 512) -> np.ndarray:
     """(len(inputs), len(options)) float32: log p(option + EOS | input), summed over tokens.
@@ -133,7 +121,7 @@ def score_options(model, tokenizer, inputs: Sequence[str], options: Sequence[str
     enc_rows = [list(tokenizer.encode(t))[: max_input_len - 1] + [eos] for t in inputs]
     opt_rows = [list(tokenizer.encode(o)) + [eos] for o in options]
     t_len = bucket_length(max(map(len, opt_rows)))
-    targets, target_mask = _pad(opt_rows, t_len, pad)
+    targets, target_mask = pad_token_rows(opt_rows, t_len, pad)
     decoder_in = np.concatenate([np.full((len(options), 1), cfg.decoder_start_token_id, np.int32), targets[:, :-1]], 1)
     graphdef, state = nnx.split(model)
     out = np.zeros((len(inputs), len(options)), np.float32)
@@ -141,7 +129,7 @@ def score_options(model, tokenizer, inputs: Sequence[str], options: Sequence[str
         chunk = enc_rows[lo : lo + batch_size]
         # Fixed batch shape: filler rows hold one EOS token and are dropped afterwards.
         chunk = chunk + [[eos]] * (batch_size - len(chunk))
-        ids, mask = _pad(chunk, bucket_length(max(map(len, chunk))), pad)
+        ids, mask = pad_token_rows(chunk, bucket_length(max(map(len, chunk))), pad)
         scores = _score(graphdef, state, ids, mask, decoder_in, targets, target_mask.astype(np.float32))
         n = min(batch_size, len(inputs) - lo)
         out[lo : lo + n] = np.asarray(scores)[:n]

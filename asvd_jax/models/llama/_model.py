@@ -21,7 +21,8 @@ Parameter paths (what target patterns, rank plans and captures key on)::
 
 Positions are ``cumsum(attention_mask) - 1``, so right padding, left padding and padding in
 the middle (prompt left-padded, answer right-padded) all give every real token the position it
-would have alone. Loaders, export, generation and scoring are re-exported at the bottom.
+would have alone. Loaders and export are in ``_io``, generation and scoring in ``_decoding``;
+the package re-exports them.
 """
 
 from __future__ import annotations
@@ -362,27 +363,3 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
 def init_llama(config: LlamaConfig, *, seed: int = 0, dtype=None, param_dtype=jnp.float32) -> Llama:
     """A randomly initialised model (for tests and from-scratch training)."""
     return Llama(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
-
-
-# Loaders, export, generation and scoring live in their own modules; re-exported here so that
-# callers need one import. Imported last because they import this module.
-from asvd_jax.models._generation import (  # noqa: E402
-    forward,
-    generate,
-    score_options,
-    token_logprobs,
-)
-from asvd_jax.models._llama_load import (  # noqa: E402
-    chat_prompt,
-    export_hf,
-    load_gguf,
-    load_hf,
-    load_hub,
-    load_smollm2,
-)
-
-__all__ = [
-    "DEFAULT_TARGETS", "LlamaConfig", "Llama", "init_llama", "positions_from_mask",
-    "rope_inv_freq", "load_hf", "load_gguf", "load_smollm2", "load_hub", "export_hf",
-    "chat_prompt", "forward", "generate", "score_options", "token_logprobs",
-]

@@ -214,15 +214,3 @@ def embed(model: Bert, input_ids, attention_mask) -> jax.Array:
     """Jitted sentence embeddings: mean pooling over the mask, then L2 normalisation (b, d)."""
     graphdef, state = nnx.split(model)
     return _embed(graphdef, state, jnp.asarray(input_ids), jnp.asarray(attention_mask))
-
-
-from asvd_jax.models._bert_io import (  # noqa: E402  (needs Bert, BertConfig defined above)
-    encode_texts, export_hf, hf_name, hf_tensors, init_random, load_hf, load_minilm, load_model,
-    load_tokenizer, minilm_folder, score_options,
-)
-
-__all__ = [
-    "DEFAULT_TARGETS", "Bert", "BertConfig", "embed", "encode_texts", "export_hf", "forward", "hf_name",
-    "hf_tensors", "init_random", "load_hf", "load_minilm", "load_model", "load_tokenizer", "mean_pool",
-    "minilm_folder", "score_options",
-]

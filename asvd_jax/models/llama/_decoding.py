@@ -2,7 +2,7 @@
 
 Every jitted function takes the model as ``nnx.split`` (graphdef static, state traced), so a
 second call with the same shapes reuses the compiled program. Lengths and batch sizes are
-rounded up to buckets (``bucket_length``) so that varying prompts hit few shapes.
+rounded up to buckets (``_bucket``) so that varying prompts hit few shapes.
 
 Scoring is generic: ``score_token_options`` needs only a function that returns, for a batch
 of (prompt, option) pairs, the log-probability of each option token given the prompt and the
@@ -21,25 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-
-def bucket_length(n: int, minimum: int = 16) -> int:
-    """Smallest power of two >= max(n, minimum), or the next multiple of 256 above 256."""
-    n = max(int(n), minimum)
-    if n <= 256:
-        return 1 << (n - 1).bit_length()
-    return -(-n // 256) * 256
+from asvd_jax.data import bucket_length, pad_token_rows
+from asvd_jax.models.llama._model import positions_from_mask
 
 
-def _pad_rows(rows: Sequence[Sequence[int]], length: int, pad_id: int, left: bool):
-    ids = np.full((len(rows), length), pad_id, np.int32)
-    mask = np.zeros((len(rows), length), np.int32)
-    for i, row in enumerate(rows):
-        if len(row) > length:
-            raise ValueError(f"row {i} has {len(row)} tokens, more than the length {length}")
-        if len(row):
-            sl = slice(length - len(row), length) if left else slice(0, len(row))
-            ids[i, sl], mask[i, sl] = row, 1
-    return ids, mask
+def _bucket(n: int, minimum: int = 16) -> int:
+    """Decoder lengths: powers of two up to 256 tokens, multiples of 256 above (``bucket_length``)."""
+    return bucket_length(n, minimum, linear_above=256)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,8 +71,6 @@ def token_logprobs(model, input_ids, attention_mask=None) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnums=(0, 4))
 def _generate_jit(graphdef, state, ids, mask, max_new, stop_ids, pad_id):
-    from asvd_jax.models.llama import positions_from_mask
-
     model = nnx.merge(graphdef, state)
     b, p = ids.shape
     cache = model.init_cache(b, p + max_new)
@@ -128,8 +114,8 @@ def generate(model, prompt_ids: Sequence[Sequence[int]], max_new_tokens: int,
     stops = [] if eos_id is None else ([eos_id] if isinstance(eos_id, int) else list(eos_id))
     # -1 never matches a token: it stands in for "no stop id" with a fixed-shape array.
     stop_arr = jnp.asarray(stops or [-1], jnp.int32)
-    rows = prompts + [[pad_id]] * (bucket_length(len(prompts), 1) - len(prompts))
-    ids, mask = _pad_rows(rows, bucket_length(max(map(len, prompts))), pad_id, left=True)
+    rows = prompts + [[pad_id]] * (_bucket(len(prompts), 1) - len(prompts))
+    ids, mask = pad_token_rows(rows, _bucket(max(map(len, prompts))), pad_id, left=True)
     graphdef, state = nnx.split(model)
     out = np.asarray(_generate_jit(graphdef, state, jnp.asarray(ids), jnp.asarray(mask),
                                    int(max_new_tokens), stop_arr, jnp.int32(pad_id)))
@@ -164,14 +150,14 @@ def score_token_options(logprob_fn: OptionLogprobFn, prompt_ids: Sequence[Sequen
     if not prompt_ids:
         raise ValueError("score_token_options: no prompts")
     pairs = [(i, j) for i in range(len(prompt_ids)) for j in range(len(option_ids))]
-    p_len = bucket_length(max(map(len, prompt_ids)))
-    o_len = bucket_length(max(map(len, option_ids)), minimum=4)
+    p_len = _bucket(max(map(len, prompt_ids)))
+    o_len = _bucket(max(map(len, option_ids)), minimum=4)
     scores = np.zeros(len(pairs), np.float64)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))  # fixed shape, results dropped
-        pi, pm = _pad_rows([prompt_ids[i] for i, _ in chunk], p_len, pad_id, left=True)
-        oi, om = _pad_rows([option_ids[j] for _, j in chunk], o_len, pad_id, left=False)
+        pi, pm = pad_token_rows([prompt_ids[i] for i, _ in chunk], p_len, pad_id, left=True)
+        oi, om = pad_token_rows([option_ids[j] for _, j in chunk], o_len, pad_id, left=False)
         lp = np.asarray(logprob_fn(jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi),
                                    jnp.asarray(om)), np.float64)
         total = (lp * om).sum(axis=1)
@@ -209,3 +195,65 @@ def score_options(model, tokenizer, prompts: Sequence[str], options: Sequence[st
     fn = functools.partial(_decoder_option_logprobs, graphdef, state)
     return score_token_options(fn, prompt_ids, option_ids, pad_id=tokenizer.pad_id,
                                batch_size=batch_size, reduction=reduction)
+
+
+# ---------------------------------------------------------------------------------------------
+# Both evaluation protocols from one prompt pass (the trainer's evaluation)
+#
+# One prompt pass for both evaluation protocols of a decoder.
+#
+# The prompt (left-padded to a fixed length) runs once into a KV cache. From that cache:
+#
+# * greedy generation of ``max_new`` tokens (the paper's protocol: exact match of the answer);
+# * the log-likelihood of every option (its tokens and EOS), each option decoded from the same
+#   prompt cache: ``score[b, o] = sum_k log p(o_k | prompt_b, o_<k)``.
+#
+# The prompt dominates the cost (options and answers are a few tokens), so this is about half
+# the cost of generating and scoring separately, and ``n_options`` times cheaper than scoring
+# every (prompt, option) pair from scratch. With fixed shapes (prompt length, option slots)
+# every task of a sequence shares one compiled program.
+
+
+def generate_and_score(model, ids, mask, opt_ids, opt_mask, max_new: int, eos_id: int, pad_id: int):
+    """Traced. ids/mask (b, p) left-padded prompts; opt_ids/opt_mask (o, l) right-padded options.
+
+    Returns (greedy tokens (b, max_new) with ``pad_id`` after EOS, option scores (b, o)).
+    """
+    b, p = ids.shape
+    length = opt_ids.shape[1]
+    cache = model.init_cache(b, p + max(length, max_new))
+    span = cache[0][0].shape[1] - p
+    key_valid = jnp.concatenate([mask, jnp.zeros((b, span), mask.dtype)], axis=1)
+    hidden, cache = model.decode(ids, positions_from_mask(mask), key_valid, cache, 0)
+    last = model.logits(hidden[:, -1:])[:, 0]  # (b, V): the distribution of the first new token
+    start = mask.sum(axis=1).astype(jnp.int32)  # position of the first new token
+
+    def greedy(t, carry):
+        token, done, out, kv, c = carry
+        token = jnp.where(done, pad_id, token)
+        out = out.at[:, t].set(token)
+        done = done | (token == eos_id)
+        kv = kv.at[:, p + t].set(1)
+        h, c = model.decode(token[:, None], (start + t)[:, None], kv, c, p + t)
+        nxt = jnp.argmax(model.logits(h)[:, 0], axis=-1).astype(jnp.int32)
+        return nxt, done, out, kv, c
+
+    first = jnp.argmax(last, axis=-1).astype(jnp.int32)
+    out = jnp.full((b, max_new), pad_id, jnp.int32)
+    carry = (first, jnp.zeros((b,), bool), out, key_valid, cache)
+    tokens = jax.lax.fori_loop(0, max_new, greedy, carry)[2]
+
+    first_logp = jax.nn.log_softmax(last, axis=-1)
+
+    def one_option(args):
+        o_ids, o_mask = args
+        valid = key_valid.at[:, p:p + length].set(jnp.broadcast_to(o_mask, (b, length)))
+        pos = start[:, None] + jnp.arange(length)[None, :]
+        h, _ = model.decode(jnp.broadcast_to(o_ids, (b, length)), pos, valid, cache, p)
+        logp = jax.nn.log_softmax(model.logits(h[:, :-1]), axis=-1)
+        rest = jnp.take_along_axis(logp, jnp.broadcast_to(o_ids[1:], (b, length - 1))[..., None], -1)[..., 0]
+        tok = jnp.concatenate([first_logp[:, o_ids[0]][:, None], rest], axis=1)
+        return (tok * o_mask[None, :].astype(tok.dtype)).sum(axis=1)
+
+    scores = jax.lax.map(one_option, (opt_ids, opt_mask)).T
+    return tokens, scores

@@ -1,11 +1,11 @@
-"""Model adapters: the glue between the runner and a model family.
+"""The trainer's adapter for Llama-family decoders (``asvd_jax.models.ModelAdapter``).
 
-An adapter owns the split model (``graphdef`` static, ``params`` traced, ``rest`` fixed) and
+The adapter owns the split model (``graphdef`` static, ``params`` traced, ``rest`` fixed) and
 knows how to turn examples into fixed-shape batches, compute the training loss, hand
 activations to rank statistics, evaluate a task and export the model:
 
 * ``train_batch(items)`` with ``items = [(task, example), ...]``: numpy batch, rows padded to
-  ``batch_size``, tokens to the longest row rounded up to a multiple of 16 (``cl/_compact.py``;
+  ``batch_size``, tokens to the longest row rounded up to a multiple of 16 (``_loss.py``;
   at most ``max_len / 16`` shapes, so the jitted step compiles a bounded number of times).
 * ``loss(params, batch)`` (traced): mean over answer tokens (decoder, T5) or examples
   (encoder option cross-entropy).
@@ -14,7 +14,7 @@ activations to rank statistics, evaluate a task and export the model:
 * ``evaluate(params, task, examples)``: ``{"accuracy", "option_accuracy", ...}`` where
   ``accuracy`` is the family's headline protocol. Generated answers are scored by exact match,
   except TRACE's generation tasks, which get their own metric, named in ``"metric"``
-  (``asvd_jax.cl._text_metrics``).
+  (``asvd_jax.data._text_metrics``).
 * ``lm_loss(params, texts)``: held-out LM loss in nats per token (None if the family has no
   LM head).
 * ``export(params, folder)``: HF safetensors layout.
@@ -22,51 +22,14 @@ activations to rank statistics, evaluate a task and export the model:
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any
 
 import numpy as np
 
-from asvd_jax.cl._compact import (PAD_MULTIPLE, compact_width, gathered_answer_loss, length_sorted_chunks,
-                                 loss_positions, widen)
-from asvd_jax.cl._text_metrics import normalize_answer, score_generated
-
-
-@runtime_checkable
-class ModelAdapter(Protocol):
-    family: str
-    graphdef: Any
-    params: Any
-    tokenizer: Any
-
-    def train_batch(self, items: Sequence[tuple[Any, Any]]) -> dict[str, np.ndarray]: ...
-
-    def loss(self, params: Any, batch: dict) -> Any: ...
-
-    def capture_fn(self, params: Any, batch: dict) -> tuple[dict, Any]: ...
-
-    def evaluate(self, params: Any, task: Any, examples: Sequence[Any]) -> dict: ...
-
-    def lm_loss(self, params: Any, texts: Sequence[str]) -> float | None: ...
-
-    def export(self, params: Any, folder: str) -> None: ...
-
-
-def pad_rows(batch: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-    """Append all-zero rows (no attention, no loss) up to ``rows``: one batch shape for jit."""
-    out = {}
-    for k, v in batch.items():
-        missing = rows - v.shape[0]
-        if missing < 0:
-            raise ValueError(f"batch has {v.shape[0]} rows, more than {rows}")
-        fill = np.zeros((missing, *v.shape[1:]), v.dtype)
-        out[k] = np.concatenate([v, fill], axis=0) if missing else v
-    return out
-
-
-def split_model(model: Any) -> tuple[Any, Any, Any]:
-    from flax import nnx
-
-    return nnx.split(model, nnx.Param, ...)
+from asvd_jax.data import (PAD_MULTIPLE, compact_width, decoder_batch, format_prompt, length_sorted_chunks,
+                           normalize_answer, pad_batch, score_generated, widen)
+from asvd_jax.models._family import split_model
+from asvd_jax.models.llama._loss import gathered_answer_loss, loss_positions
 
 
 class DecoderAdapter:
@@ -92,28 +55,26 @@ class DecoderAdapter:
 
     # ------------------------------------------------------------------------- training
     def train_batch(self, items):
-        from asvd_jax.data import decoder_batch, format_prompt
-
         prompts = [format_prompt(task, ex.text) for task, ex in items]
         answers = [ex.label for _, ex in items]
         if not self.compact:
             batch = decoder_batch(self.tokenizer, prompts, answers, self.max_len, pad_to=self.max_len)
-            return pad_rows(batch, self.batch_size)
-        # Compact layout (cl/_compact.py): padded to the longest row, head at loss positions.
-        batch = pad_rows(decoder_batch(self.tokenizer, prompts, answers, self.max_len,
+            return pad_batch(batch, self.batch_size)
+        # Compact layout (_loss.py): padded to the longest row, head at loss positions.
+        batch = pad_batch(decoder_batch(self.tokenizer, prompts, answers, self.max_len,
                                        pad_multiple=PAD_MULTIPLE), self.batch_size)
         batch.update(loss_positions(batch["input_ids"], batch["attention_mask"], batch["loss_mask"]))
         return widen(batch, self.min_width or 0, self.tokenizer.pad_id)
 
     compact = True
-    """Compact training batches (cl/_compact.py); False: the fixed max_len, full-logits layout."""
+    """Compact training batches (_loss.py); False: the fixed max_len, full-logits layout."""
     min_width = None
     """Compact batches are padded to at least this many tokens (the runner: a short stage's width)."""
 
     def loss(self, params, batch):
         import jax.numpy as jnp
 
-        from asvd_jax.models.llama import token_logprobs
+        from asvd_jax.models.llama._decoding import token_logprobs
 
         if "loss_index" in batch:
             return gathered_answer_loss(self.model(params), batch)
@@ -131,8 +92,6 @@ class DecoderAdapter:
 
     # ----------------------------------------------------------------------- evaluation
     def _prompt_ids(self, task, examples) -> list[list[int]]:
-        from asvd_jax.data import decoder_batch, format_prompt
-
         prompts = [format_prompt(task, ex.text) for ex in examples]
         b = decoder_batch(self.tokenizer, prompts, None, self.max_len, padding_side="right")
         return [row[: int(m.sum())].tolist() for row, m in zip(b["input_ids"], b["attention_mask"])]
@@ -151,8 +110,8 @@ class DecoderAdapter:
         import jax
         import jax.numpy as jnp
 
-        from asvd_jax.cl._decoder_eval import generate_and_score
-        from asvd_jax.models._generation import _pad_rows
+        from asvd_jax.data import pad_token_rows
+        from asvd_jax.models.llama._decoding import generate_and_score
 
         if not examples:
             raise ValueError(f"task {task.name!r}: no evaluation examples")
@@ -161,7 +120,7 @@ class DecoderAdapter:
         # Slots rounded up to multiples of 8: typical label sets all share one program.
         slots = -(-max(len(option_ids), self.max_options) // 8) * 8
         width = -(-max(max(map(len, option_ids)), self.option_len) // 8) * 8
-        oi, om = _pad_rows(option_ids + [[pad]] * (slots - len(option_ids)), width, pad, left=False)
+        oi, om = pad_token_rows(option_ids + [[pad]] * (slots - len(option_ids)), width, pad, left=False)
         if self._eval_fn is None:
             def fn(params, ids, mask, oi, om):
                 return generate_and_score(self.model(params), ids, mask, oi, om, self.max_new_tokens,
@@ -179,7 +138,7 @@ class DecoderAdapter:
             n = len(chunk)
             chunk = chunk + [chunk[-1]] * (rows - n)  # fixed shape, results dropped
             width = compact_width(map(len, chunk), self.max_len, 32) if self.compact else self.max_len
-            pi, pm = _pad_rows(chunk, width, pad, left=True)
+            pi, pm = pad_token_rows(chunk, width, pad, left=True)
             g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om))
             for j, row in zip(idx, np.asarray(g)[:n].tolist()):
                 gen[j] = row
@@ -212,7 +171,7 @@ class DecoderAdapter:
         import jax
         import jax.numpy as jnp
 
-        from asvd_jax.models.llama import token_logprobs
+        from asvd_jax.models.llama._decoding import token_logprobs
 
         if self._lm_fn is None:
             def fn(params, ids, mask):
@@ -239,6 +198,6 @@ class DecoderAdapter:
     _lm_fn = None
 
     def export(self, params, folder):
-        from asvd_jax.models.llama import export_hf
+        from asvd_jax.models.llama._io import export_hf
 
         export_hf(self.model(params), folder, tokenizer=self.tokenizer)

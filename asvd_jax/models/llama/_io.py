@@ -20,7 +20,7 @@ from flax import nnx
 from asvd_jax._paths import flatten_with_paths
 from asvd_jax.models._hf_io import CheckpointError, read_config, read_safetensors, take, write_safetensors
 from asvd_jax.models._tokenizer import TextTokenizer
-from asvd_jax.models.llama import Llama, LlamaConfig
+from asvd_jax.models.llama._model import Llama, LlamaConfig
 
 _ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP = ("gate_proj", "up_proj", "down_proj")

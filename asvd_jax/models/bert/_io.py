@@ -16,11 +16,11 @@ import numpy as np
 from flax import nnx
 
 from asvd_jax._paths import flatten_with_paths
+from asvd_jax.data import bucket_length, pad_token_rows
 from asvd_jax.models._capture import assign_capture_names
 from asvd_jax.models._hf_io import CheckpointError, export_folder, params_to_hf, read_config, read_safetensors, take
-from asvd_jax.models._t5_decode import bucket_length
 from asvd_jax.models._tokenizer import TextTokenizer
-from asvd_jax.models.bert import MINILM_PACKAGE, MINILM_PIP, Bert, BertConfig, embed
+from asvd_jax.models.bert._model import MINILM_PACKAGE, MINILM_PIP, Bert, BertConfig, embed
 
 _ATTN = {"q_proj": "attention.self.query", "k_proj": "attention.self.key",
          "v_proj": "attention.self.value", "o_proj": "attention.output.dense"}
@@ -142,12 +142,9 @@ def encode_texts(model: Bert, tokenizer, texts: Sequence[str], max_len: int = 12
     for lo in range(0, len(rows), batch_size):
         idx = order[lo : lo + batch_size]
         length = min(bucket_length(max(len(rows[i]) for i in idx)), limit)
-        ids = np.full((batch_size, length), tokenizer.pad_id, np.int32)
-        mask = np.zeros((batch_size, length), np.int32)
-        mask[len(idx) :, 0] = 1  # filler rows: one token, dropped below
-        for r, i in enumerate(idx):
-            ids[r, : len(rows[i])] = rows[i]
-            mask[r, : len(rows[i])] = 1
+        # Filler rows: one padding token each (a fixed batch shape), dropped below.
+        filler = [[tokenizer.pad_id]] * (batch_size - len(idx))
+        ids, mask = pad_token_rows([rows[i] for i in idx] + filler, length, tokenizer.pad_id)
         out[idx] = np.asarray(embed(model, ids, mask))[: len(idx)]
     return out
 
