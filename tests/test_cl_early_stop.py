@@ -69,7 +69,8 @@ def types_ns():
 
 def _sequence_with_dev(tmp_path):
     fx = write_fixture(str(tmp_path / "fx"), n_train=32, n_test=8)
-    spec = yaml.safe_load(open(fx))
+    with open(fx) as f:
+        spec = yaml.safe_load(f)
     for t in spec["tasks"]:
         t["dev_path"] = t["test_path"]
     path = tmp_path / "fx" / "with_dev.yaml"

@@ -35,7 +35,8 @@ def test_config_prints_every_field_documented_and_loads_back(capsys, tmp_path):
 
 def _blocks(lang: str) -> list[tuple[str, str]]:
     """(heading above, code) of every fenced block in README.md in language ``lang``."""
-    text = open(os.path.join(ROOT, "README.md")).read()
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
     out = []
     for m in re.finditer(r"^```(\w+)\n(.*?)^```", text, re.S | re.M):
         if m.group(1) == lang:
@@ -103,7 +104,8 @@ def test_readme_own_sequence_walkthrough(tmp_path, monkeypatch, capsys):
     import shutil
 
     section = [code for h, code in _blocks("yaml") if h == "Run your own task sequence"]
-    shipped = yaml.safe_load(open(os.path.join(ROOT, "experiments", "my_sequence", "sequence.yaml")))
+    with open(os.path.join(ROOT, "experiments", "my_sequence", "sequence.yaml")) as f:
+        shipped = yaml.safe_load(f)
     assert [yaml.safe_load(section[0])] == [shipped]
     shutil.copytree(os.path.join(ROOT, "experiments"), tmp_path / "experiments")
     monkeypatch.chdir(tmp_path)
