@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from asvd_jax.cl import _metrics as m
+from asvd_jax import metrics as m
 from tolerances import assert_close
 
 

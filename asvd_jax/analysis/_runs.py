@@ -153,10 +153,10 @@ def forgetting_curves(run: Any, key: str = "accuracy", *, from_start: bool = Fal
 def run_summary(run: Any, key: str = "accuracy") -> dict[str, float]:
     """AA, BWT and forgetting (and FWT with a zero-shot row) of a run's accuracy matrix.
 
-    Computed by ``asvd_jax.cl``'s metrics from the rows, so a run in progress is summarised
+    Computed by ``asvd_jax.metrics`` from the rows, so a run in progress is summarised
     over the tasks trained so far (the square top-left block of R).
     """
-    from asvd_jax.cl._metrics import summarize
+    from asvd_jax.metrics import summarize
 
     run = _as_run(run)
     r = accuracy_matrix(run, key)

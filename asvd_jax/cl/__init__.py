@@ -21,7 +21,7 @@ from asvd_jax.cl._config import (
 from asvd_jax.cl._demo import DEMO_OVERRIDES
 from asvd_jax.cl._families import Family, register_family
 from asvd_jax.cl._method import Method, TaskContext
-from asvd_jax.cl._metrics import (
+from asvd_jax.metrics import (
     average_accuracy,
     backward_transfer,
     forgetting,

@@ -40,8 +40,18 @@ def learning_rate(train: TrainConfig, total_steps: int) -> optax.Schedule | floa
     return optax.warmup_cosine_decay_schedule(0.0, train.lr, max(train.warmup_steps, 1), total)
 
 
-def inner_optimizer(train: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """(clip) + AdamW with the configured schedule: what every full fine-tuning method wraps."""
+def inner_optimizer(train: TrainConfig, total_steps: int | None = None) -> optax.GradientTransformation:
+    """(clip) + AdamW with the configured schedule: what every full fine-tuning method wraps.
+
+    ``total_steps=None``: the one chain of a whole run, whose schedule length is set per task
+    in the state (``_task_state.set_task_length``); a constant rate needs no length.
+    """
+    if total_steps is None:
+        if train.schedule == "constant":  # the rate does not depend on the task's length
+            return inner_optimizer(train, 0)
+        from asvd_jax.cl._task_state import per_task_length
+
+        return per_task_length(lambda n: inner_optimizer(train, n))
     parts = []
     if train.max_grad_norm > 0:
         parts.append(optax.clip_by_global_norm(train.max_grad_norm))
