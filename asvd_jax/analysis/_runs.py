@@ -5,7 +5,7 @@ training stage, each with the evaluation of every task), ``config.yaml`` and
 ``rank_plans/task-NNNN-<task>.json`` for the stages that planned ranks. Runs still in progress
 (or stopped) load too: the accuracy matrix is rebuilt from the rows present.
 
-Conventions follow ``asvd_jax.cl``'s metrics: R[i, j] is the accuracy on task j after
+Conventions follow ``asvd_jax.metrics``: R[i, j] is the accuracy on task j after
 training stage i. The forgetting curve of task j is R[i, j] for the stages from the one that
 trained j to the last; its drop is the task's forgetting.
 """
