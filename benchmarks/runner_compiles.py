@@ -16,7 +16,7 @@ import numpy as np
 import jax
 jax.config.update("jax_log_compiles", True)
 from asvd_jax.cl import load_config, run
-from asvd_jax.cl._fixture import write_fixture, _rows, _TOPIC, _MOOD
+from asvd_jax.cl._fixture import _MOOD, _rows, write_fixture
 import yaml
 
 class Count(logging.Handler):

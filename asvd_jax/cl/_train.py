@@ -94,8 +94,9 @@ def adam_states(opt_state: Any) -> list[optax.ScaleByAdamState]:
 def transplant_adam(new_state: Any, moments: list[optax.ScaleByAdamState]) -> Any:
     """``new_state`` with its AdamW moments replaced by ``moments`` (carried from the last task).
 
-    Used when ``train.fresh_optimizer`` is off: the new task's chain may differ (new bases,
-    new ranks) but its AdamW moments have the shapes of the params, so they carry over.
+    Used when ``train.fresh_optimizer`` is off: the run's chain is re-initialised at each
+    task (its bases, of new ranks, swapped in) but its AdamW moments have the shapes of the
+    params, so they carry over; a research method's chain may differ in structure elsewhere.
     """
     it = iter(moments)
 
