@@ -91,7 +91,9 @@ def test_tiny_run_stops_and_restores_the_best_weights(tmp_path, monkeypatch):
         seen.append(jax.tree.map(lambda x: np.array(x), method.effective_params(trainable, frozen)))
         return scores[len(seen) - 1]
 
-    monkeypatch.setattr(_runner, "dev_accuracy", scripted)
+    from asvd_jax.cl import _loop
+
+    monkeypatch.setattr(_loop, "dev_accuracy", scripted)  # the training loop's evaluation
     cfg = load_config(None, [
         "model.source=random", "model.random_width=32", "data.suite=custom",
         f"data.path={_sequence_with_dev(tmp_path)}", "data.max_len=64", "train.lr=3e-3",

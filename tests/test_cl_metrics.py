@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from asvd_jax.cl import _metrics as m
+from asvd_jax import metrics as m
 from tolerances import assert_close
 
 
@@ -170,3 +170,21 @@ def test_bootstrap_over_examples_widens_the_seed_interval():
     both = m.paired_bootstrap(meth, base, examples=True, n_boot=2000)
     assert_close(both["estimate"], seed_only["estimate"], "float64")
     assert both["high"] - both["low"] > seed_only["high"] - seed_only["low"] + 0.05
+
+
+def test_metrics_sit_below_the_trainer_and_the_analysis(tmp_path):
+    # analysis reads run directories with the same metrics without importing the trainer.
+    import json
+    import subprocess
+    import sys
+
+    rows = [{"stage": s, "index": i, "eval": [{"task": "a", "accuracy": acc[0]},
+                                               {"task": "b", "accuracy": acc[1]}]}
+            for i, (s, acc) in enumerate((("a", (1.0, 0.0)), ("b", (0.5, 1.0))))]
+    (tmp_path / "metrics.json").write_text(json.dumps({"tasks": ["a", "b"], "rows": rows}))
+    code = ("import sys, asvd_jax.analysis as an; "
+            f"print(an.run_summary({str(tmp_path)!r})['bwt']); "
+            "print(sorted(m for m in sys.modules if m.startswith('asvd_jax.cl')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["-0.5", "[]"]

@@ -4,6 +4,8 @@ import json
 import os
 import platform
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from _helpers.linalg import reference_leakage
@@ -129,9 +131,16 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path, fixture_yaml, monkeypatch
     original = _runner.Runner._run_stage
 
     def poisoned(self, stage, *args, **kwargs):
-        loss = type(self.adapter).loss
-        if stage == 1:  # the jitted step traces this loss: every value of task 2 is NaN
-            monkeypatch.setattr(type(self.adapter), "loss", lambda s, p, b: loss(s, p, b) * np.nan)
+        start = self.method.start_task
+        if stage == 1:  # task 2 starts from NaN weights: every loss of it is NaN
+            # (Through the weights, not the loss function: the run's one jitted step traced
+            # the loss at task 1 and is reused, so a patched loss would not be seen.)
+            def nan_start(ctx):
+                trainable, frozen = start(ctx)
+                return jax.tree.map(lambda x: x * np.nan if jnp.issubdtype(x.dtype, jnp.floating)
+                                    else x, trainable), frozen
+
+            monkeypatch.setattr(self.method, "start_task", nan_start)
         return original(self, stage, *args, **kwargs)
 
     monkeypatch.setattr(_runner.Runner, "_run_stage", poisoned)

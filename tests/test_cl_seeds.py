@@ -10,7 +10,7 @@ import yaml
 from asvd_jax.analysis._seeds import expand_run_dirs, group_by_seed, seed_summary, seed_table
 from asvd_jax.cl import load_config
 from asvd_jax.cl._config import ConfigError, to_dict
-from asvd_jax.cl._metrics import paired_bootstrap
+from asvd_jax.metrics import paired_bootstrap
 from asvd_jax.cl._seeds import seed_configs
 from tolerances import assert_close
 

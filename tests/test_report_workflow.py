@@ -132,7 +132,7 @@ def _fake_run(folder, name, acc, seed, method="asvd", status="complete", lr=3e-5
     m = {"name": name, "method": method, "tasks": tasks, "rows": rows, "status": status,
          "timing": {"total": 120.0}}
     if status == "complete":
-        from asvd_jax.cl._metrics import summarize
+        from asvd_jax.metrics import summarize
 
         m["accuracy_matrix"] = acc
         m["summary"] = summarize(acc)

@@ -5,7 +5,7 @@ training stage, each with the evaluation of every task), ``config.yaml`` and
 ``rank_plans/task-NNNN-<task>.json`` for the stages that planned ranks. Runs still in progress
 (or stopped) load too: the accuracy matrix is rebuilt from the rows present.
 
-Conventions follow ``asvd_jax.cl``'s metrics: R[i, j] is the accuracy on task j after
+Conventions follow ``asvd_jax.metrics``: R[i, j] is the accuracy on task j after
 training stage i. The forgetting curve of task j is R[i, j] for the stages from the one that
 trained j to the last; its drop is the task's forgetting.
 """
@@ -153,10 +153,10 @@ def forgetting_curves(run: Any, key: str = "accuracy", *, from_start: bool = Fal
 def run_summary(run: Any, key: str = "accuracy") -> dict[str, float]:
     """AA, BWT and forgetting (and FWT with a zero-shot row) of a run's accuracy matrix.
 
-    Computed by ``asvd_jax.cl``'s metrics from the rows, so a run in progress is summarised
+    Computed by ``asvd_jax.metrics`` from the rows, so a run in progress is summarised
     over the tasks trained so far (the square top-left block of R).
     """
-    from asvd_jax.cl._metrics import summarize
+    from asvd_jax.metrics import summarize
 
     run = _as_run(run)
     r = accuracy_matrix(run, key)

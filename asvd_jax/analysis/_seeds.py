@@ -7,7 +7,7 @@ stands for those runs. ``seed_summary`` gives each group's mean and sample stand
 (ddof = 1) of the final metrics over its seeds, and, against the baseline group (SeqFT by
 default: the group with that method and the same model, data and eval settings), the mean
 gaps and the paired bootstrap 95% intervals of AA(group) - AA(baseline) over the seeds both
-groups ran (``asvd_jax.cl._metrics.paired_bootstrap``; docs/analysis.md explains the two
+groups ran (``asvd_jax.metrics.paired_bootstrap``; docs/analysis.md explains the two
 intervals).
 """
 
@@ -132,7 +132,7 @@ def seed_summary(groups: Sequence[SeedGroup], baseline: str = "seqft", key: str 
     interval_seeds: paired_bootstrap over seed AAs, interval_examples: two-stage bootstrap
     (seeds, then test examples) or None when per-example correctness was not recorded}``.
     """
-    from asvd_jax.cl._metrics import paired_bootstrap
+    from asvd_jax.metrics import paired_bootstrap
 
     prefix = "" if key == "accuracy" else key[: -len("accuracy")]
     per_run = {id(g): [run_summary(r, key) for r in g.runs] for g in groups}

@@ -22,7 +22,7 @@ from asvd_jax.cl._compare import comparison_rows, markdown_table
 from asvd_jax.cl._config_doc import documented_yaml
 from asvd_jax.cl._demo import DEMO_OVERRIDES
 from asvd_jax.cl._method import Method, TaskContext
-from asvd_jax.cl._metrics import (
+from asvd_jax.metrics import (
     average_accuracy,
     backward_transfer,
     forgetting,

@@ -3,6 +3,11 @@
 EWC trains every parameter like SeqFT, so it uses the runner's inner optimizer (same
 learning rate, schedule and clipping as full fine-tuning); the adapter methods use their own
 AdamW at ``method.lora_lr``.
+
+None needs an optimizer built per task: the runner asks ``optimizer`` once per run and
+re-initialises its state at each boundary. What changes per task reaches the jitted step
+through ``frozen`` (EWC's Fisher and anchors, O-LoRA's old factors), so the step retraces
+when those trees first appear or grow, never runs on stale values.
 """
 
 from __future__ import annotations

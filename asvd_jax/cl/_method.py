@@ -4,12 +4,22 @@ The runner owns the loop; a method decides what is trained and how. At each task
 the runner builds a :class:`TaskContext` and calls, in order::
 
     trainable, frozen = method.start_task(ctx)           # host side
-    opt = method.optimizer(ctx)                          # full optax chain for this task
-    # jitted step, for every batch of the task:
+    opt = method.optimizer(ctx)                          # once per run: the run's one chain
+    state = opt.init(trainable)                          # every task: fresh moments, schedule
+    state = method.init_task_state(state, ctx)           # optional: e.g. aj.set_bases
+    # one jitted step for the whole run, for every batch of the task:
     #   loss = adapter.loss(method.effective_params(trainable, frozen), batch)
     #          + method.penalty(trainable, frozen)
     #   grads = d loss / d trainable;  updates, state = opt.update(grads, state, trainable)
     params, record = method.finish_task(trainable, frozen, ctx)   # host side
+
+``optimizer`` is called once per run (with the first trained stage's context), so the
+chain must serve every task: what changes per task lives in its state, set by the optional
+``init_task_state(opt_state, ctx) -> opt_state`` (ASVD swaps in the boundary's bases with
+``asvd_jax.set_bases``; the state is then the only copy of the bases). The train step is
+jitted once per run and retraces only when the trees' structure or shapes change, so
+``effective_params`` and ``penalty`` must read per-task arrays from ``frozen`` (not from
+attributes set in ``start_task``, which a reused program would not see).
 
 ``record`` is saved (as JSON) beside the task-end checkpoint: rank plans, Fisher summaries,
 LoRA ranks. It must be JSON-serialisable (numbers, strings, lists, dicts).
@@ -80,7 +90,8 @@ class Method(Protocol):
         ...
 
     def optimizer(self, ctx: TaskContext) -> optax.GradientTransformation:
-        """The full optax chain for this task (ASVD: adamw then project_out_protected last)."""
+        """The full optax chain, built once per run (ASVD: adamw then project_out_protected
+        last, its bases set per task by ``init_task_state``)."""
         ...
 
     def finish_task(self, trainable: Any, frozen: Any, ctx: TaskContext) -> tuple[Any, dict]:

@@ -101,7 +101,9 @@ class ASVD(SequentialFineTuning):
 
     def __init__(self, config: MethodConfig, inner: InnerFactory):
         super().__init__(config, inner)
-        self._bases = None
+        # This boundary's bases, from start_task until init_task_state hands them to the
+        # optimizer state (the only copy from then on; leakage reads them there).
+        self._boundary_bases = None
         self._plan = None
 
     def policy(self, ctx: TaskContext):
@@ -117,7 +119,7 @@ class ASVD(SequentialFineTuning):
     def start_task(self, ctx: TaskContext):
         from asvd_jax import ranks
 
-        self._bases, self._plan = None, None
+        self._boundary_bases, self._plan = None, None
         self.singular_values = None  # {path: (*stack, r)} of this boundary's SVDs (capacity report)
         if ctx.index == 0 or ctx.previous_batches is None:
             return ctx.params, None
@@ -138,7 +140,7 @@ class ASVD(SequentialFineTuning):
         self.singular_values = {p: np.asarray(svds[p].singular_values) for p in paths}
         # Bases also for the "none" ablation: nothing is projected, but the leakage record
         # then shows how much of the update lands in what would have been protected.
-        self._bases = aj.compute_bases(ctx.params, self._plan.ranks(), ctx.targets, svds=svds)
+        self._boundary_bases = aj.compute_bases(ctx.params, self._plan.ranks(), ctx.targets, svds=svds)
         return ctx.params, None
 
     @property
@@ -146,17 +148,35 @@ class ASVD(SequentialFineTuning):
         return "strict" if self.config.projection == "none" else self.config.projection
 
     def optimizer(self, ctx: TaskContext) -> optax.GradientTransformation:
+        """The run's one chain; the bases start empty and come with ``init_task_state``."""
+        from asvd_jax.cl._task_state import empty_bases, hold_bases
+
         parts = [self._inner(ctx)]
         if not self.config.train_non_targets:
             parts.append(freeze_non_targets(ctx.targets))
-        if self._bases is not None and self.config.projection != "none":
+        if self.config.projection != "none":
             parts.append(aj.project_out_protected(
-                self._bases, self.config.projection,
+                empty_bases(ctx.targets), self.config.projection,
                 precision=self.config.projection_precision,
                 group_shapes=self.config.group_shapes))
-        if self._bases is not None and self.config.leakage_from == "updates":
-            parts.append(aj.track_applied_updates(self._bases))
+        else:  # the ablation projects nothing but keeps the bases for the leakage record
+            parts.append(hold_bases(ctx.targets))
+        if self.config.leakage_from == "updates":
+            # Bases exist at exactly the targets, so tracking the targets tracks the bases' leaves.
+            parts.append(aj.track_applied_updates(ctx.targets))
         return optax.chain(*parts)
+
+    def init_task_state(self, opt_state, ctx: TaskContext):
+        """The chain's fresh state for this task with this boundary's bases swapped in
+        (``aj.set_bases``). Before the first boundary nothing is protected: the bases stay
+        empty and the applied-update sum, which nothing reads then, is dropped."""
+        from asvd_jax.cl._task_state import untracked
+
+        del ctx
+        bases, self._boundary_bases = self._boundary_bases, None
+        if bases is None:
+            return untracked(opt_state)
+        return aj.set_bases(opt_state, bases)
 
     def leakage(self, trainable, ctx: TaskContext, opt_state=None) -> dict[str, float]:
         """Protected share of this task's change so far: max / mean over targets, worst path.
@@ -165,13 +185,16 @@ class ASVD(SequentialFineTuning):
         it (``method.leakage_from: updates``), else ``W_t - W_0`` (whose float32 rounding
         reads as ~1e-3 leakage on nearly frozen matrices).
         """
-        if self._bases is None:
+        from asvd_jax.cl._task_state import state_bases
+
+        bases = None if opt_state is None else state_bases(opt_state)
+        if bases is None:
             return {}
-        total = None if opt_state is None else aj.applied_updates(opt_state)
+        total = aj.applied_updates(opt_state)
         if total is not None:
-            values = _protected_share(total, self._bases, self._mode)
+            values = _protected_share(total, bases, self._mode)
         else:
-            values = _leakage(trainable, ctx.params, self._bases, self._mode)
+            values = _leakage(trainable, ctx.params, bases, self._mode)
         leak = {p: float(np.max(np.asarray(v))) for p, v in values.items()}
         if not leak:
             return {}

@@ -33,7 +33,7 @@ def report_view(metrics: dict) -> dict:
     """
     if metrics.get("summary") and metrics.get("accuracy_matrix"):
         return metrics
-    from asvd_jax.cl import _metrics
+    from asvd_jax import metrics as _metrics
 
     out = dict(metrics)
     rows = [r for r in metrics.get("rows") or [] if isinstance(r.get("eval"), list)]

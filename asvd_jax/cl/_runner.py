@@ -4,8 +4,11 @@ For each stage (a task; for MTL one joint stage over all tasks):
 
 1. ``method.start_task(ctx)``: ASVD collects statistics on the previous task's data, plans
    ranks and computes bases from the current weights; baselines set up their factors.
-2. Training: the generic jitted step over deterministic micro-batches, gradient accumulation
+2. Training: the run's one jitted step over deterministic micro-batches, gradient accumulation
    through ``asvd_jax.accumulate_gradients``; a non-finite loss stops the run (the last checkpoint stays).
+   One optax chain serves the whole run: at each boundary its state is re-initialised (fresh
+   AdamW moments and schedule, as a per-task chain) and ASVD's bases are swapped in with
+   ``aj.set_bases``, so the step retraces only when shapes change (new ranks).
 3. ``method.finish_task``: the new params and a record (rank plan, leakage, Fisher summary).
 4. Evaluation of every task of the sequence -> one row of the accuracy matrix.
 5. A task-end checkpoint (params, carry state, AdamW moments when carried) and metrics.json,
@@ -13,39 +16,33 @@ For each stage (a task; for MTL one joint stage over all tasks):
 
 After the sequence: metrics (AA, BWT, FWT, forgetting), general-ability LM loss, heatmap,
 summary.md and the model in the HF safetensors layout.
+
+This module orchestrates; a stage's set-up and end are ``_stage``, its loop ``_loop``,
+task-end checkpoints and the resume point ``_resume``, evaluation ``_evaluate``.
 """
 
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import datetime
 import gc
-import math
 import os
 import sys
 import time
 from typing import Any
 
 import jax
-import numpy as np
 
 import asvd_jax as aj
-from asvd_jax.cl import _metrics
+from asvd_jax.cl import _evaluate, _resume, _stage
 from asvd_jax.cl._checkpoint import Checkpointer, write_json_atomic
 from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
-from asvd_jax.cl._early_stop import dev_accuracy, hold_out, make_stopper
+from asvd_jax.cl._early_stop import hold_out
 from asvd_jax.cl._method import TaskContext
-from asvd_jax.cl._progress import Progress, counter
-from asvd_jax.cl._sequence import TaskStream, check_eval_split, derive_seed, load_sequence, statistics_items
+from asvd_jax.cl._progress import Progress
+from asvd_jax.cl._sequence import check_eval_split, load_sequence, statistics_items
 from asvd_jax.cl._status import recording_end
-from asvd_jax.cl._train import (
-    adam_states,
-    inner_optimizer,
-    make_train_step,
-    transplant_adam,
-    with_accumulation,
-)
+from asvd_jax.cl._train import inner_optimizer, make_train_step, with_accumulation
 
 
 class RunError(RuntimeError):
@@ -115,6 +112,8 @@ class Runner:
         self.timing: dict[str, float] = {}
         self._t_start: float | None = None  # set by run(): "total" = earlier segments + this one
         self._total_before = 0.0
+        self.opt = None  # the run's one optax chain and jitted step (_train_step)
+        self.step_fn = None
 
     # ------------------------------------------------------------------------- set-up
     def _prepare_dir(self) -> dict | None:
@@ -217,10 +216,19 @@ class Runner:
             return self._given["method"]
 
         def inner(ctx: TaskContext):
-            stream = TaskStream(self.stages[ctx.index][1], self.config.train, ctx.index)
-            return inner_optimizer(self.config.train, stream.optimizer_steps)
+            # One chain for every task: the schedule's length is set per task in the state.
+            del ctx
+            return inner_optimizer(self.config.train)
 
         return build_method(self.config.method, inner)
+
+    def _train_step(self, ctx: TaskContext):
+        """The run's one optax chain and jitted step, built at the first stage this process
+        trains (``method.optimizer`` is asked once per run)."""
+        if self.opt is None:
+            self.opt = with_accumulation(self.method.optimizer(ctx), self.config.train.grad_accum)
+            self.step_fn = make_train_step(self.adapter, self.method, self.opt)
+        return self.opt, self.step_fn
 
     # ------------------------------------------------------------------------- batches
     def _device_batch(self, items):
@@ -251,58 +259,10 @@ class Runner:
 
     # ---------------------------------------------------------------------- evaluation
     def evaluate_all(self, params, label: str) -> list[dict]:
-        t = time.perf_counter()
-        out = []
-        for task in self.progress.bar(self.tasks, len(self.tasks), f"evaluate ({label})"):
-            examples = task.split(self.config.eval.split)
-            from asvd_jax.cl._option_pool import evaluate
-
-            res = _metrics.annotate_evaluation(
-                task, examples, evaluate(self.adapter, params, task, examples, self.option_pool))
-            out.append({"task": task.name, **res})
-        self._timed("evaluation", time.perf_counter() - t)
-        return out
+        return _evaluate.evaluate_all(self, params, label)
 
     def general_lm_loss(self, params) -> float | None:
-        if not self.config.eval.lm_loss:
-            return None
-        if self.config.data.general_text:
-            path = self.config.data.general_text
-            if not os.path.isfile(path):
-                raise RunError(f"data.general_text: {path!r} does not exist")
-            with open(path) as f:
-                texts = [p for p in f.read().split("\n\n") if p.strip()]
-        else:
-            from asvd_jax.cl._general_text import PARAGRAPHS
-
-            texts = list(PARAGRAPHS)
-        return self.adapter.lm_loss(params, texts)
-
-    # --------------------------------------------------------------------- checkpoints
-    def _carry(self) -> dict | None:
-        fn = getattr(self.method, "carry_state", None)
-        return fn() if fn is not None else None
-
-    def _restore_task_end(self, name: str) -> Any:
-        groups = {"params": self.params0}
-        restored = self.ckpt.restore(name, groups)
-        carry = self.ckpt.restore_raw(name, "carry")
-        fn = getattr(self.method, "restore_carry_state", None)
-        if carry is not None and fn is not None:
-            fn(carry)
-        return restored["params"]
-
-    def _save_task_end(self, stage: int, params, moments, record: dict) -> None:
-        groups = {"params": params}
-        if moments is not None:
-            groups["adam"] = moments
-        # meta.json holds the method's record (rank plan included) beside the arrays.
-        self.ckpt.save(f"task-{stage:04d}", groups,
-                       {"kind": "task", "stage": stage, "task_index": stage,
-                        "rng_seed": self.config.train.seed, "record": record},
-                       raw={"carry": self._carry()})
-        self.ckpt.remove("step-")  # mid-task checkpoints of a finished task are spent
-        self.ckpt.prune("task-", keep=self.config.checkpoint.keep_tasks)
+        return _evaluate.general_lm_loss(self, params)
 
     # --------------------------------------------------------------------------- main
     def _metrics_base(self) -> dict:
@@ -333,6 +293,14 @@ class Runner:
         write_json_atomic(os.path.join(self.run_dir, "metrics.json"), metrics)
 
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:  # event files complete (and closed) however the run ends
+            trackers = getattr(self, "trackers", None)
+            if trackers is not None:
+                trackers.close()
+
+    def _run(self) -> dict:
         t_start = time.perf_counter()
         self.setup()
         c = self.config
@@ -345,21 +313,7 @@ class Runner:
         self._t_start = t_start
         for key, seconds in saved_timing.items():
             self._timed(key, float(seconds))
-        params = self.params0
-        start_stage, step_meta, moments = 0, None, None
-        latest = self.ckpt.latest() if self.resume else None
-        if latest is not None:
-            stage = latest["stage"]
-            if latest["kind"] == "task":
-                params = self._restore_task_end(latest["name"])
-                start_stage = stage + 1
-                if "adam" in latest["leaf_counts"]:
-                    moments = latest["name"]
-            else:
-                if stage > 0:
-                    params = self._restore_task_end(f"task-{stage - 1:04d}")
-                start_stage, step_meta = stage, latest
-            self.progress.log(f"[asvd-jax] resuming from checkpoint {latest['name']}")
+        params, start_stage, step_meta, moments = _resume.resume_point(self)
         metrics["rows"] = list(saved.get("rows", []))[:start_stage]
         for key in ("zero_shot", "general_ability"):
             if key in saved:
@@ -388,7 +342,7 @@ class Runner:
                     self._write_ended(metrics)
                     self.params = params
                     return metrics
-            self._finish(params, metrics)
+            _evaluate.finish_run(self, params, metrics)
             metrics["status"] = "complete"
             metrics.pop("status_detail", None)  # a resumed run's earlier stop
             self._write_ended(metrics)
@@ -402,188 +356,7 @@ class Runner:
         write_report(self.run_dir, metrics)
 
     def _run_stage(self, stage: int, params, metrics: dict, step_meta: dict | None, moments):
-        from asvd_jax.cl._mesh import shard_tree
-
-        c = self.config
-        name, items = self.stages[stage]
-        stream = TaskStream(items, c.train, stage)
-        from asvd_jax.cl._compact import stage_width
-
-        self.adapter.min_width = stage_width(self.family, self.adapter, list(stream.chunks()))  # short stage: one shape
-        prev = self._stats_batches(stage) if stage > 0 and c.method.name != "mtl" else None
-        ctx = TaskContext(
-            index=stage, num_tasks=len(self.stages), params=params, targets=self.targets,
-            adapter=self.adapter, previous_batches=prev,
-            current_batches=lambda: (self._device_batch(ch) for ch in stream.chunks()),
-            rng=jax.random.fold_in(jax.random.key(c.train.seed), stage),
-        )
-        t = time.perf_counter()
-        trainable, frozen = self.method.start_task(ctx)
-        release_freed_memory()  # the float64 SVDs and statistics of start_task
-        start_seconds = time.perf_counter() - t
-        self._timed("start_task", start_seconds)
-        # The step donates its input buffers; ctx.params must survive (leakage, methods).
-        trainable = shard_tree(jax.tree.map(lambda x: x.copy(), trainable), self.mesh)
-        frozen = shard_tree(frozen, self.mesh)
-        opt = with_accumulation(self.method.optimizer(ctx), c.train.grad_accum)
-        # Copied for the same reason: the state may hold the method's own arrays (bases).
-        opt_state = shard_tree(jax.tree.map(lambda x: x.copy(), opt.init(trainable)), self.mesh)
-        if not c.train.fresh_optimizer and moments is not None:
-            if isinstance(moments, str):  # a checkpoint name: restore against this task's moments
-                moments = self.ckpt.restore(moments, {"adam": adam_states(opt_state)})["adam"]
-            opt_state = transplant_adam(opt_state, moments)
-        start, losses = 0, []
-        # Early stopping (train.patience): dev evaluations of this stage's own task(s).
-        stop = make_stopper(c.train, stream.per_epoch // c.train.grad_accum, stream.optimizer_steps)
-        stage_tasks = self.tasks if c.method.name == "mtl" else [self.tasks[stage]]
-        if step_meta is not None:
-            es = step_meta.get("early_stop")
-            templates = {"trainable": trainable, "frozen": frozen, "opt_state": opt_state}
-            if es and es.get("best") is not None:
-                templates["best"] = trainable
-            restored = self.ckpt.restore(step_meta["name"], templates)
-            trainable, frozen, opt_state = restored["trainable"], restored["frozen"], restored["opt_state"]
-            start, losses = step_meta["micro_step"], list(step_meta["losses"])
-            if stop is not None and es:
-                stop.load_state(es, restored.get("best"))
-        step_fn = make_train_step(self.adapter, self.method, opt)
-        every = c.checkpoint.every_steps * c.train.grad_accum
-        t = time.perf_counter()
-        leakage_log = []
-        from asvd_jax.cl._trackers import step_lr
-
-        step0 = sum(r["train"]["micro_steps"] for r in metrics["rows"])  # earlier stages' steps
-        with counter(self.progress, stream.micro_steps, f"train {stage + 1}/{len(self.stages)} ({name})", start) as bar:
-            micro = start
-            for chunk in stream.chunks(start):
-                t_step = time.perf_counter()
-                trainable, opt_state, loss, pen, gnorm = step_fn(trainable, frozen, opt_state,
-                                                                 self._device_batch(chunk))
-                loss = float(loss)
-                self.trackers.step(step0 + micro + 1, loss=loss, grad_norm=float(gnorm),
-                                   lr=step_lr(c.train, c.method, stream.optimizer_steps, micro // c.train.grad_accum),
-                                   seconds=time.perf_counter() - t_step, stage=stage)
-                if not math.isfinite(loss) or not math.isfinite(float(pen)):
-                    latest = self.ckpt.latest()
-                    metrics["status"] = "failed"
-                    metrics["status_detail"] = f"non-finite loss at stage {stage} micro-batch {micro}"
-                    raise RunError(
-                        f"stage {stage} ({name}), micro-batch {micro}: loss is {loss} (penalty "
-                        f"{float(pen)}); the run stopped. Last good checkpoint: "
-                        f"{latest['name'] if latest else 'none (nothing finished yet)'} in "
-                        f"{self.ckpt.root}. Lower train.lr or enable train.max_grad_norm."
-                    )
-                losses.append(loss)
-                micro += 1
-                bar.update(1, loss=loss)
-                if (stop is not None and micro % c.train.grad_accum == 0
-                        and stop.due(micro // c.train.grad_accum)):
-                    score = dev_accuracy(self.adapter, self.method, trainable, frozen, stage_tasks,
-                                         self.stop_sets)
-                    if stop.update(micro // c.train.grad_accum, score, trainable):
-                        break
-                if every and micro % every == 0 and micro < stream.micro_steps:
-                    groups = {"trainable": trainable, "frozen": frozen, "opt_state": opt_state}
-                    meta = {"kind": "step", "stage": stage, "micro_step": micro, "losses": losses}
-                    if stop is not None:
-                        meta["early_stop"] = stop.state()
-                        if stop.best_trainable is not None:
-                            groups["best"] = stop.best_trainable
-                    self.ckpt.save(f"step-{stage:04d}-{micro:06d}", groups, meta)
-                    self.ckpt.prune("step-", keep=max(c.checkpoint.keep_steps, 1))
-                leak_fn = getattr(self.method, "leakage", None)
-                if (leak_fn is not None and c.train.leakage_every
-                        and (micro // c.train.grad_accum) % c.train.leakage_every == 0
-                        and micro % c.train.grad_accum == 0):
-                    leakage_log.append({"optimizer_step": micro // c.train.grad_accum,
-                                        **leak_fn(trainable, ctx, opt_state)})
-        train_seconds = time.perf_counter() - t
-        self._timed("train", train_seconds)
-        if stop is not None:
-            trainable = stop.restore(trainable)  # the best dev evaluation's weights
-        new_moments = None if c.train.fresh_optimizer else adam_states(opt_state)
-        params, record = self.method.finish_task(trainable, frozen, ctx)
-        leak_fn = getattr(self.method, "leakage", None)
-        leak = leak_fn(trainable, ctx, opt_state) if leak_fn is not None else None
-        if leak:
-            record["leakage"] = leak
-        params = shard_tree(params, self.mesh)
-        full_record = dict(record)
-        if "rank_plan" in record:
-            os.makedirs(os.path.join(self.run_dir, "rank_plans"), exist_ok=True)
-            write_json_atomic(os.path.join(self.run_dir, "rank_plans", f"task-{stage:04d}-{name}.json"),
-                              record.pop("rank_plan"))
-        if leakage_log:
-            record["leakage_log"] = leakage_log
-        ev = self.evaluate_all(params, f"after {name}")
-        metrics["rows"].append({
-            "stage": name, "index": stage,
-            "train": {"micro_steps": len(losses), "optimizer_steps": len(losses) // c.train.grad_accum,
-                      "mean_loss": float(np.mean(losses)) if losses else float("nan"),
-                      "last_loss": losses[-1] if losses else float("nan"),
-                      "losses": losses, "seconds": train_seconds,
-                      **({"early_stopping": stop.record()} if stop is not None else {})},
-            "record": record,
-            "eval": ev,
-        })
-        capacity = self._capacity(stage, name, params, full_record)
-        self.trackers.task(step0 + len(losses), stage, metrics["rows"],
-                           start_task_seconds=start_seconds, capacity=capacity)
-        self._save_task_end(stage, params, new_moments, full_record)
-        self.write_metrics(metrics)
-        return params, new_moments
-
-    def _capacity(self, stage: int, name: str, params, record: dict) -> dict | None:
-        """ASVD only: the capacity report of this stage into capacity.json (analysis._capacity)."""
-        if self.config.method.name != "asvd":
-            return None
-        from asvd_jax.analysis._capacity import capacity_record, update_capacity_file
-
-        t = time.perf_counter()
-        plan = record.get("rank_plan")
-        protected = None if plan is None else {e["path"]: e["k"] for e in plan["entries"]}
-        policy = to_dict(self.config.method)
-        rec = capacity_record(params, self.targets, protected, policy, stage, len(self.stages), name,
-                              getattr(self.method, "singular_values", None))
-        update_capacity_file(self.run_dir, rec, policy)
-        self._timed("capacity", time.perf_counter() - t)
-        return rec
-
-    def _finish(self, params, metrics: dict) -> None:
-        c = self.config
-        rows = metrics["rows"]
-        acc = [[e["accuracy"] for e in row["eval"]] for row in rows]
-        metrics["accuracy_matrix"] = acc
-        opt_acc = [[e.get("option_accuracy") for e in row["eval"]] for row in rows]
-        if all(a is not None for r in opt_acc for a in r):
-            metrics["option_accuracy_matrix"] = opt_acc
-        zero = metrics.get("zero_shot")
-        summary: dict[str, Any] = {}
-        for prefix, mat, z in (("", acc, zero and zero["accuracy"]),
-                               ("option_", metrics.get("option_accuracy_matrix"),
-                                zero and zero.get("option_accuracy"))):
-            if not mat:
-                continue
-            if len(mat) == len(mat[0]):
-                zs = z if z and all(v is not None for v in z) else None
-                s = _metrics.summarize(mat, zs)
-            else:  # MTL: one joint stage, only the final row exists
-                s = {"average_accuracy": float(np.mean(mat[-1]))}
-            summary.update({prefix + k: v for k, v in s.items()})
-            # Label collapse in the final row (one answer > 80% of a task's predictions).
-            summary[prefix + "collapsed_tasks"] = _metrics.collapsed_tasks(rows[-1]["eval"], prefix)
-        metrics["summary"] = summary
-        g = metrics.get("general_ability")
-        if g is not None:
-            after = self.general_lm_loss(params)
-            metrics["general_ability"] = _metrics.general_ability_retention(g["lm_loss_before"], after)
-        if c.checkpoint.export_hf:
-            t = time.perf_counter()
-            self.adapter.export(params, os.path.join(self.run_dir, "model"))
-            from asvd_jax.cl._model_card import write_model_card
-
-            write_model_card(os.path.join(self.run_dir, "model"), metrics, c)
-            self._timed("export", time.perf_counter() - t)
+        return _stage.run_stage(self, stage, params, metrics, step_meta, moments)
 
 
 def run(config: ExperimentConfig, *, run_dir: str | None = None, resume: bool = False,
@@ -608,11 +381,6 @@ def run(config: ExperimentConfig, *, run_dir: str | None = None, resume: bool = 
     """
     runner = Runner(config, run_dir=run_dir, resume=resume, initial=initial, model=model,
                     tokenizer=tokenizer, sequence=sequence, method=method)
-    try:
-        metrics = runner.run()
-    finally:
-        trackers = getattr(runner, "trackers", None)
-        if trackers is not None:  # event files complete even when the run failed
-            trackers.close()
+    metrics = runner.run()  # closes its trackers however it ends
     release_freed_memory()  # the model and states of this run, before another in this process
     return metrics

@@ -40,8 +40,18 @@ def learning_rate(train: TrainConfig, total_steps: int) -> optax.Schedule | floa
     return optax.warmup_cosine_decay_schedule(0.0, train.lr, max(train.warmup_steps, 1), total)
 
 
-def inner_optimizer(train: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """(clip) + AdamW with the configured schedule: what every full fine-tuning method wraps."""
+def inner_optimizer(train: TrainConfig, total_steps: int | None = None) -> optax.GradientTransformation:
+    """(clip) + AdamW with the configured schedule: what every full fine-tuning method wraps.
+
+    ``total_steps=None``: the one chain of a whole run, whose schedule length is set per task
+    in the state (``_task_state.set_task_length``); a constant rate needs no length.
+    """
+    if total_steps is None:
+        if train.schedule == "constant":  # the rate does not depend on the task's length
+            return inner_optimizer(train, 0)
+        from asvd_jax.cl._task_state import per_task_length
+
+        return per_task_length(lambda n: inner_optimizer(train, n))
     parts = []
     if train.max_grad_norm > 0:
         parts.append(optax.clip_by_global_norm(train.max_grad_norm))
@@ -84,8 +94,9 @@ def adam_states(opt_state: Any) -> list[optax.ScaleByAdamState]:
 def transplant_adam(new_state: Any, moments: list[optax.ScaleByAdamState]) -> Any:
     """``new_state`` with its AdamW moments replaced by ``moments`` (carried from the last task).
 
-    Used when ``train.fresh_optimizer`` is off: the new task's chain may differ (new bases,
-    new ranks) but its AdamW moments have the shapes of the params, so they carry over.
+    Used when ``train.fresh_optimizer`` is off: the run's chain is re-initialised at each
+    task (its bases, of new ranks, swapped in) but its AdamW moments have the shapes of the
+    params, so they carry over; a research method's chain may differ in structure elsewhere.
     """
     it = iter(moments)
 

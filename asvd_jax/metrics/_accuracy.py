@@ -1,4 +1,5 @@
-"""Continual-learning metrics over an accuracy matrix (pure numpy).
+"""Continual-learning metrics over an accuracy matrix (pure numpy): AA, BWT, FWT, forgetting,
+plasticity, general ability, gaps against a baseline and the paired bootstrap of AA.
 
 Conventions (0-based, accuracies as fractions in [0, 1]):
 
@@ -129,48 +130,6 @@ def gaps(summary: dict, baseline: dict, keys: Sequence[str] = GAP_KEYS) -> dict[
     return out
 
 
-# ------------------------------------------------------------- predictions of one task
-
-COLLAPSE_SHARE = 0.8
-"""A task's evaluation is flagged ``collapsed`` when one answer exceeds this share."""
-
-
-def prediction_stats(labels: Sequence[str], predictions: Sequence[str],
-                     options: Sequence[str] = (), collapse_share: float = COLLAPSE_SHARE) -> dict:
-    """Per-class accuracy, macro-F1 and label collapse of one task's predictions.
-
-    ``labels`` and ``predictions`` are normalised answer strings of the same length. Classes
-    are ``options`` (plus any label outside them); for class ``c`` with ``tp`` correct,
-    ``n_c`` gold and ``p_c`` predicted examples: accuracy ``tp / n_c`` (the class's recall,
-    None when ``n_c = 0``), ``F1_c = 2 tp / (n_c + p_c)`` (0 when ``tp = 0``).
-    ``macro_f1`` averages ``F1_c`` over the classes with ``n_c > 0``. ``top_share`` is the
-    share of the most frequent prediction; ``collapsed`` = ``top_share > collapse_share``.
-    """
-    if len(labels) != len(predictions):
-        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
-    if not labels:
-        raise ValueError("prediction_stats: no examples")
-    classes = list(dict.fromkeys([*options, *sorted(set(labels) - set(options))]))
-    lab = np.asarray(labels, dtype=object)
-    pred = np.asarray(predictions, dtype=object)
-    per_class, f1s = {}, []
-    for c in classes:
-        n_c = int(np.sum(lab == c))
-        p_c = int(np.sum(pred == c))
-        tp = int(np.sum((lab == c) & (pred == c)))
-        per_class[c] = tp / n_c if n_c else None
-        if n_c:
-            f1s.append(2 * tp / (n_c + p_c))
-    values, counts = np.unique(pred.astype(str), return_counts=True)
-    top = int(np.argmax(counts))
-    share = float(counts[top] / len(pred))
-    return {"per_class_accuracy": per_class,
-            "macro_f1": float(np.mean(f1s)),
-            "top_prediction": str(values[top]),
-            "top_share": share,
-            "collapsed": share > collapse_share}
-
-
 # ------------------------------------------------------------------ paired bootstrap
 
 
@@ -228,34 +187,3 @@ def paired_bootstrap(method, baseline, *, examples: bool = False, n_boot: int = 
         draws = per_seed[pick, np.arange(s)[None, :], np.arange(n_boot)[:, None]].mean(axis=1)
     lo, hi = np.percentile(draws, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
     return {"estimate": estimate, "low": float(lo), "high": float(hi), "seeds": s, "level": level}
-
-
-def annotate_evaluation(task, examples: Sequence, result: dict,
-                        collapse_share: float = COLLAPSE_SHARE) -> dict:
-    """``result`` of ``adapter.evaluate`` plus per-example correctness and ``prediction_stats``.
-
-    For a classification task (``task.options``), each recorded prediction list
-    (``predictions`` = the headline protocol's answers, ``option_predictions`` = option
-    scoring's) adds ``correct`` (0/1 per example, the input of the per-example bootstrap) and
-    ``per_class_accuracy``, ``macro_f1``, ``top_prediction``, ``top_share``, ``collapsed``
-    (prefixed ``option_`` for option scoring). Generation tasks are returned unchanged.
-    """
-    if not task.options:
-        return result
-    from asvd_jax.data import normalize_answer
-
-    labels = [normalize_answer(ex.label) for ex in examples]
-    options = [normalize_answer(o) for o in task.options]
-    out = dict(result)
-    for prefix, key in (("", "predictions"), ("option_", "option_predictions")):
-        pred = result.get(key)
-        if pred is None:
-            continue
-        out[prefix + "correct"] = [int(p == lab) for p, lab in zip(pred, labels)]
-        out.update({prefix + k: v for k, v in prediction_stats(labels, pred, options, collapse_share).items()})
-    return out
-
-
-def collapsed_tasks(row_eval: Sequence[dict], prefix: str = "") -> list[str]:
-    """Names of the tasks of one accuracy-matrix row whose evaluation is flagged collapsed."""
-    return [e["task"] for e in row_eval if e.get(prefix + "collapsed")]

@@ -1,0 +1,25 @@
+"""Metrics of continual-learning runs (pure numpy), shared by the trainer and the analysis.
+
+``asvd_jax.cl`` computes them for every run and ``asvd_jax.analysis`` recomputes them from run
+directories; both import them from here (below both), so neither reaches into the other.
+"""
+
+from asvd_jax.metrics._accuracy import (
+    GAP_KEYS,
+    average_accuracy,
+    backward_transfer,
+    forgetting,
+    forward_transfer,
+    gaps,
+    general_ability_retention,
+    paired_bootstrap,
+    plasticity,
+    summarize,
+)
+from asvd_jax.metrics._predictions import COLLAPSE_SHARE, collapsed_tasks, prediction_stats
+
+__all__ = [
+    "COLLAPSE_SHARE", "GAP_KEYS", "average_accuracy", "backward_transfer", "collapsed_tasks",
+    "forgetting", "forward_transfer", "gaps", "general_ability_retention", "paired_bootstrap",
+    "plasticity", "prediction_stats", "summarize",
+]
