@@ -37,7 +37,10 @@ def learning_rate(train: TrainConfig, total_steps: int) -> optax.Schedule | floa
             [optax.linear_schedule(0.0, train.lr, max(train.warmup_steps, 1)),
              optax.linear_schedule(train.lr, 0.0, total - train.warmup_steps)],
             [max(train.warmup_steps, 1)])
-    return optax.warmup_cosine_decay_schedule(0.0, train.lr, max(train.warmup_steps, 1), total)
+    cosine = optax.warmup_cosine_decay_schedule(0.0, train.lr, max(train.warmup_steps, 1), total)
+    # optax's cosine decay takes min(count, float decay_steps), which strict dtype promotion
+    # refuses for the int32 step count; a float32 count gives the same values either way.
+    return lambda count: cosine(jnp.asarray(count, jnp.float32))
 
 
 def inner_optimizer(train: TrainConfig, total_steps: int | None = None) -> optax.GradientTransformation:
