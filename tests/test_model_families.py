@@ -1,7 +1,6 @@
 """Model families: one registry for the shipped families and a researcher's own, and a
 models package whose modules import each other without cycles."""
 
-import ast
 import pathlib
 
 import pytest
@@ -11,6 +10,7 @@ from asvd_jax.cl._config import ModelConfig
 from asvd_jax.models import (Family, ModelSourceError, family_names, find_family, get_family, load_model,
                              register_family)
 from asvd_jax.models import _family as registry
+from _helpers.imports import cycle as _cycle, import_graph as _graph
 
 ROOT = pathlib.Path(asvd_jax.__file__).parent
 
@@ -96,54 +96,6 @@ def test_protocol_label_follows_the_record_and_eval_protocol():
 
 
 # ------------------------------------------------------------------------- import graph
-
-def _module_name(path: pathlib.Path) -> str:
-    parts = path.relative_to(ROOT.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
-    """asvd_jax modules ``path`` names in an import statement (anywhere: lazy imports too)."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for a in node.names:  # `from pkg import sub` imports the submodule when there is one
-                full = f"{node.module}.{a.name}"
-                out.add(full if full in modules else node.module)
-    return {m for m in out if m.startswith("asvd_jax")}
-
-
-def _graph() -> dict[str, set[str]]:
-    files = {_module_name(p): p for p in ROOT.rglob("*.py")}
-    return {name: _imports(path, set(files)) for name, path in files.items()}
-
-
-def _cycle(graph: dict[str, set[str]], nodes: set[str]) -> list[str] | None:
-    """One import cycle among ``nodes`` (DFS), or None."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(n):
-        state[n] = 1
-        stack.append(n)
-        for m in sorted(graph.get(n, ())):
-            if m not in nodes:
-                continue
-            if state.get(m) == 1:
-                return stack[stack.index(m):] + [m]
-            if m not in state and (found := visit(m)):
-                return found
-        stack.pop()
-        state[n] = 2
-        return None
-
-    for n in sorted(nodes):
-        if n not in state and (found := visit(n)):
-            return found
-    return None
-
 
 def test_models_has_no_import_cycles():
     graph = _graph()

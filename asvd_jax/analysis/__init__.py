@@ -8,10 +8,12 @@ from asvd_jax.analysis._ablation import matrix_type_paths, truncate_ranks
 from asvd_jax.analysis._capacity import (
     capacity_grid,
     capacity_over_tasks,
+    capacity_record,
     capacity_warnings,
     load_capacity,
     low_capacity,
     plot_capacity,
+    update_capacity_file,
     write_capacity_report,
 )
 from asvd_jax.analysis._directions import output_norm_from_statistics, output_norm_per_direction
@@ -71,7 +73,9 @@ __all__ = [
     "group_by_seed",
     "layer_grid",
     "LayerGrid",
+    "capacity_record",
     "load_capacity",
+    "update_capacity_file",
     "load_run",
     "low_capacity",
     "matrix_type_paths",

@@ -38,9 +38,9 @@ FILE = "capacity.json"
 
 
 def _k_of_fraction(fraction: float, min_dim: int) -> int:
-    from asvd_jax.ranks._policies import _fraction_to_k
+    from asvd_jax.ranks import fraction_to_k
 
-    return int(_fraction_to_k(np.asarray(fraction, np.float64), min_dim))
+    return int(fraction_to_k(np.asarray(fraction, np.float64), min_dim))
 
 
 def rank_policy_of(method: Mapping[str, Any]) -> tuple[str, dict]:
@@ -161,7 +161,7 @@ def load_capacity(run_dir: str) -> dict | None:
 def update_capacity_file(run_dir: str, record: dict, policy: Mapping[str, Any]) -> dict:
     """Put ``record`` at its stage in ``<run_dir>/capacity.json`` (later stages, left by a
     killed run, are dropped) and rewrite the file atomically; returns the whole file."""
-    from asvd_jax.cl._checkpoint import write_json_atomic
+    from asvd_jax._files import write_json_atomic
 
     data = load_capacity(run_dir) or {}
     tasks = [t for t in data.get("tasks", []) if t["stage"] < record["stage"]]

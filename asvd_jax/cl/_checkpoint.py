@@ -37,6 +37,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from asvd_jax._files import _json_default, write_json_atomic  # noqa: F401  (write_json_atomic: the trainer imports it from here)
 from asvd_jax.cl._checkpoint_legacy import LegacyCheckpoints
 
 _STEP_SCALE = 1_000_000  # micro-batches per stage in a mid-task step number
@@ -45,28 +46,6 @@ _KINDS = {"task": "tasks", "step": "steps"}
 
 class CheckpointMismatch(ValueError):
     """A checkpoint does not fit the structure the run expects (different config or code)."""
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Write JSON to ``path`` via a temporary file and a rename (never half-written)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _json_default(x: Any) -> Any:
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray) or isinstance(x, jax.Array):
-        return np.asarray(x).tolist()
-    if isinstance(x, tuple):
-        return list(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def _abstract(leaf: Any) -> Any:

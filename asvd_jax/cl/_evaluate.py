@@ -60,7 +60,7 @@ def evaluate_all(runner, params, label: str) -> list[dict]:
 def general_lm_loss(runner, params) -> float | None:
     """LM loss on general text outside all tasks (``data.general_text`` or the built-in
     paragraphs); None with ``eval.lm_loss`` off."""
-    from asvd_jax.cl._runner import RunError
+    from asvd_jax.cl._errors import RunError
 
     if not runner.config.eval.lm_loss:
         return None
@@ -83,7 +83,7 @@ def capacity_report(runner, stage: int, name: str, params, record: dict) -> dict
 
     if runner.config.method.name != "asvd":
         return None
-    from asvd_jax.analysis._capacity import capacity_record, update_capacity_file
+    from asvd_jax.analysis import capacity_record, update_capacity_file
 
     t = time.perf_counter()
     plan = record.get("rank_plan")

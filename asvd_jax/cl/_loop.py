@@ -18,7 +18,7 @@ from asvd_jax.cl._progress import counter
 def train_stage(runner, st, metrics: dict) -> tuple[float, list[dict]]:
     """Train ``st`` (a ``_stage.Stage``) in place from ``st.start_micro``; returns the
     training seconds and the leakage log."""
-    from asvd_jax.cl._trackers import step_lr
+    from asvd_jax.cl._train import step_lr
 
     c = runner.config
     stream, stage = st.stream, st.index
@@ -62,7 +62,7 @@ def train_stage(runner, st, metrics: dict) -> tuple[float, list[dict]]:
 
 def check_finite(runner, st, metrics: dict, micro: int, loss: float, penalty: float) -> None:
     """RunError (and metrics marked failed) at a non-finite loss or penalty."""
-    from asvd_jax.cl._runner import RunError
+    from asvd_jax.cl._errors import RunError
 
     if math.isfinite(loss) and math.isfinite(penalty):
         return

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from asvd_jax._files import write_text_atomic  # noqa: F401  (re-exported: asvd_jax.cl)
+
 
 def load_metrics(run_dir: str) -> dict:
     path = os.path.join(run_dir, "metrics.json")
@@ -177,7 +179,7 @@ def write_report(run_dir: str, metrics: dict | None = None) -> dict[str, str]:
         p = plot_accuracy_matrix(metrics, os.path.join(run_dir, name), key)
         if p:
             out[key] = p
-    from asvd_jax.analysis._capacity import write_capacity_report
+    from asvd_jax.analysis import write_capacity_report
 
     capacity_png, _ = write_capacity_report(run_dir)  # ASVD runs: capacity.json's heatmap
     if capacity_png:
@@ -187,15 +189,3 @@ def write_report(run_dir: str, metrics: dict | None = None) -> dict[str, str]:
     write_text_atomic(path, text)
     out["summary"] = path
     return out
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename (never half-written)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -8,7 +8,7 @@ from typing import Sequence
 
 def comparison_output(run_dirs: Sequence[str], metrics_list: Sequence[dict], fmt: str) -> str:
     """Markdown (per-run table, then mean +- std over seeds with intervals against SeqFT) or CSV."""
-    from asvd_jax.analysis._seeds import group_by_seed, seed_table
+    from asvd_jax.analysis import group_by_seed, seed_table
     from asvd_jax.cl._compare import comparison_rows, csv_table, markdown_table
 
     rows = comparison_rows(metrics_list)

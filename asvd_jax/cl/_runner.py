@@ -23,9 +23,7 @@ task-end checkpoints and the resume point ``_resume``, evaluation ``_evaluate``.
 
 from __future__ import annotations
 
-import ctypes
 import datetime
-import gc
 import os
 import sys
 import time
@@ -38,15 +36,13 @@ from asvd_jax.cl import _evaluate, _resume, _stage
 from asvd_jax.cl._checkpoint import Checkpointer, write_json_atomic
 from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
 from asvd_jax.cl._early_stop import hold_out
+from asvd_jax.cl._errors import RunError
 from asvd_jax.cl._method import TaskContext
 from asvd_jax.cl._progress import Progress
+from asvd_jax.cl._stage import release_freed_memory
 from asvd_jax.cl._sequence import check_eval_split, load_sequence, statistics_items
 from asvd_jax.cl._status import recording_end
 from asvd_jax.cl._train import inner_optimizer, make_train_step, with_accumulation
-
-
-class RunError(RuntimeError):
-    """A run cannot continue (non-finite loss, mismatched resume); the message says why."""
 
 
 # Config fields that may differ between a run and its resumption.
@@ -67,23 +63,6 @@ def _enable_compile_cache() -> None:
             jax.config.update("jax_compilation_cache_dir", folder)
         except Exception:  # an older jax without the option: run uncached
             pass
-
-
-def release_freed_memory() -> None:
-    """Return memory freed by the last stage to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
-
-    After a large free glibc raises its mmap threshold (up to 32 MB), so later arrays of a few
-    MB -- most weight matrices, their gradients and AdamW moments -- come from the heap, and
-    what a finished stage frees there stays resident. Measured on SmolLM2-135M (5 tasks, asvd,
-    2 cores): resident memory grew ~1.9 GB per task to a 13.3 GB peak although each task's live
-    arrays are the same size; with the mmap threshold pinned the same run peaked at 7.4 GB.
-    """
-    gc.collect()  # closures of the last stage's jitted step and optimizer can sit in cycles
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl)
-        return
-    trim(0)
 
 
 def _comparable(config: ExperimentConfig) -> dict:

@@ -86,7 +86,7 @@ def load_sequence(cfg: DataConfig, progress=None, sequence=None):
     import dataclasses
 
     from asvd_jax import data
-    from asvd_jax.data._tasks import no_progress
+    from asvd_jax.data import no_progress
 
     progress = progress or no_progress
     if sequence is not None:
@@ -96,7 +96,7 @@ def load_sequence(cfg: DataConfig, progress=None, sequence=None):
                   per_class_test=cfg.per_class_test, seed=cfg.seed)
         seq = data.offline_sequence(cfg.order, data_dir=cfg.data_dir or None, progress=progress, **kw)
     elif cfg.suite == "offline_disjoint":  # no label word shared between tasks (data/_disjoint.py)
-        from asvd_jax.data._disjoint import disjoint_sequence
+        from asvd_jax.data import disjoint_sequence
 
         seq = disjoint_sequence(cfg.order, data_dir=cfg.data_dir or None, progress=progress,
                                 per_class_train=cfg.per_class_train, per_class_dev=cfg.per_class_dev,

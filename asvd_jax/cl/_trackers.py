@@ -177,13 +177,3 @@ def task_values(rows: Sequence[Mapping[str, Any]], start_task_seconds: float,
     out["time/start_task_seconds"] = start_task_seconds
     out["time/train_seconds"] = row["train"]["seconds"]
     return out
-
-
-def step_lr(train: Any, method: Any, total_steps: int, step: int) -> float:
-    """Learning rate of optimizer step ``step``: the train schedule, or LoRA's constant rate."""
-    if method.name in ("lora", "olora"):
-        return float(method.lora_lr)
-    from asvd_jax.cl._train import learning_rate
-
-    lr = learning_rate(train, total_steps)
-    return float(lr(step)) if callable(lr) else float(lr)

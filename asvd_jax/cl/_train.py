@@ -113,3 +113,11 @@ def transplant_adam(new_state: Any, moments: list[optax.ScaleByAdamState]) -> An
         return old
 
     return jax.tree.map(swap, new_state, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))
+
+
+def step_lr(train: Any, method: Any, total_steps: int, step: int) -> float:
+    """Learning rate of optimizer step ``step``: the train schedule, or LoRA's constant rate."""
+    if method.name in ("lora", "olora"):
+        return float(method.lora_lr)
+    lr = learning_rate(train, total_steps)
+    return float(lr(step)) if callable(lr) else float(lr)

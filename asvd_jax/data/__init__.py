@@ -43,15 +43,17 @@ from asvd_jax.data._tasks import (
     Task,
     TaskSequence,
     describe,
+    no_progress,
     suite_fingerprint,
 )
+from asvd_jax.data._disjoint import disjoint_sequence
 from asvd_jax.data._text_metrics import generation_metric, normalize_answer, score_generated
 
 __all__ = [
     "ANSWER_CUE", "OFFLINE_ORDERS", "OFFLINE_TASKS", "OLORA_ORDERS", "PAD_MULTIPLE", "SPLITS",
     "TRACE_ORDER", "CustomTaskSpec", "DataCacheError", "DataFileNotFound", "Example", "Prompt",
     "SuiteConfig", "Task", "TaskSequence", "batches", "bucket_length", "build_offline_suite",
-    "compact_width", "decoder_batch", "default_data_dir", "describe", "encoder_batch", "example_prompt",
+    "compact_width", "decoder_batch", "default_data_dir", "describe", "disjoint_sequence", "no_progress", "encoder_batch", "example_prompt",
     "fix_width", "format_prompt", "generation_metric", "length_sorted_chunks", "load_custom_sequence",
     "load_olora_sequence", "load_olora_task", "load_trace_sequence", "load_trace_task",
     "normalize_answer", "offline_sequence", "pad_batch", "pad_token_rows", "round_up", "same_width",

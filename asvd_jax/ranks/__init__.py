@@ -22,6 +22,7 @@ from asvd_jax.ranks._policies import (
     ProgressivePolicy,
     RankPolicy,
     UniformPolicy,
+    fraction_to_k,
     importances,
 )
 from asvd_jax.ranks._stats import MatrixStatistics, collect_statistics
@@ -40,6 +41,7 @@ __all__ = [
     "UniformPolicy",
     "collect_statistics",
     "collect_statistics_nnx",
+    "fraction_to_k",
     "importances",
     "nnx_capture_fn",
     "set_optimizer_bases",

@@ -36,7 +36,7 @@ def nnx_capture_fn(graphdef: Any, forward: Callable[[Any, Any], Any], *rest: Any
     """
     from flax import nnx
 
-    from asvd_jax.models._capture import capture
+    from asvd_jax.models import capture
 
     def capture_fn(params, batch):
         model = nnx.merge(graphdef, params, *rest)

@@ -39,7 +39,7 @@ import numpy as np
 from asvd_jax.ranks._stats import MatrixStatistics
 
 
-def _fraction_to_k(fraction: np.ndarray, min_dim: int) -> np.ndarray:
+def fraction_to_k(fraction: np.ndarray, min_dim: int) -> np.ndarray:
     # A tiny slack keeps exact products such as 0.8 * 10 from flooring to 7 in binary floats.
     k = np.floor(np.asarray(fraction, np.float64) * min_dim + 1e-9)
     return np.clip(k, 0, min_dim).astype(np.int64)
@@ -110,7 +110,7 @@ class PaperPolicy:
         return {p: self.mrr + (v / mean) * (self.trr - self.mrr) for p, v in imp.items()}
 
     def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
-        return {p: _fraction_to_k(f, stats[p].min_dim) for p, f in self.fractions(stats).items()}
+        return {p: fraction_to_k(f, stats[p].min_dim) for p, f in self.fractions(stats).items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +163,7 @@ class BudgetPolicy:
         return {p: np.clip(self.mrr + hi * v, 0.0, self.max_fraction) for p, v in slope.items()}
 
     def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
-        return {p: _fraction_to_k(f, stats[p].min_dim) for p, f in self.fractions(stats).items()}
+        return {p: fraction_to_k(f, stats[p].min_dim) for p, f in self.fractions(stats).items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +211,7 @@ class UniformPolicy:
         _set_fraction(self, "fraction")
 
     def protected_ranks(self, stats: Mapping[str, MatrixStatistics]) -> dict[str, np.ndarray]:
-        return {p: _fraction_to_k(np.full(st.stack_shape, self.fraction), st.min_dim)
+        return {p: fraction_to_k(np.full(st.stack_shape, self.fraction), st.min_dim)
                 for p, st in stats.items()}
 
 
@@ -273,7 +273,7 @@ class Override:
     def rank(self, min_dim: int) -> int:
         if self.k is not None:
             return min(int(self.k), min_dim)
-        return int(_fraction_to_k(self.protected_fraction, min_dim))
+        return int(fraction_to_k(self.protected_fraction, min_dim))
 
 
 def apply_overrides(ranks: Mapping[str, np.ndarray], stats: Mapping[str, MatrixStatistics],
