@@ -14,10 +14,9 @@ from asvd_jax.cl._config import (
     ModelConfig,
     RunConfig,
     TrainConfig,
-    apply_overrides,
-    load_config,
     to_yaml,
 )
+from asvd_jax.cl._config_load import apply_overrides, load_config
 from asvd_jax.cl._compare import comparison_rows, markdown_table
 from asvd_jax.cl._config_doc import documented_yaml
 from asvd_jax.cl._demo import DEMO_OVERRIDES

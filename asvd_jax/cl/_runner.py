@@ -105,7 +105,7 @@ class Runner:
                 raise RunError(f"--resume: {cfg_path} missing (not a run directory)")
             with open(cfg_path) as f:
                 saved = yaml.safe_load(f)
-            from asvd_jax.cl._config import apply_overrides
+            from asvd_jax.cl._config_load import apply_overrides
 
             saved_cfg = apply_overrides(ExperimentConfig(), saved)
             if _comparable(saved_cfg) != _comparable(self.config):
