@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from asvd_jax.cl import _config as c
+from asvd_jax.cl._config_load import apply_overrides, load_config, parse_override
 from asvd_jax.cl._config_doc import documented_yaml
 from asvd_jax.ranks import BudgetPolicy, EnergyPolicy, PaperPolicy, ProgressivePolicy, UniformPolicy
 
@@ -21,14 +22,14 @@ def test_defaults_and_every_field_documented():
 def test_yaml_then_overrides(tmp_path):
     p = tmp_path / "x.yaml"
     p.write_text("method: {name: seqft}\ntrain:\n  lr: 1.0e-4\n  batch_size: 4\ndata: {tasks: [a, b]}\n")
-    cfg = c.load_config(p, ["train.lr=3e-5", "method.rank_policy.paper.trr=0.4", "data.order=2"])
+    cfg = load_config(p, ["train.lr=3e-5", "method.rank_policy.paper.trr=0.4", "data.order=2"])
     assert cfg.method.name == "seqft"
     assert cfg.train.lr == pytest.approx(3e-5) and isinstance(cfg.train.lr, float)
     assert cfg.train.batch_size == 4
     assert cfg.method.rank_policy == PaperPolicy(trr=0.4) and cfg.data.order == 2
     assert cfg.data.tasks == ("a", "b")
     # Round trip through the resolved YAML.
-    again = c.apply_overrides(c.ExperimentConfig(), yaml.safe_load(c.to_yaml(cfg)))
+    again = apply_overrides(c.ExperimentConfig(), yaml.safe_load(c.to_yaml(cfg)))
     assert again == cfg
 
 
@@ -36,31 +37,31 @@ def test_typo_names_key_and_suggests(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("train: {learning_rate: 0.1}\n")
     with pytest.raises(c.ConfigError, match=r"train\.learning_rate"):
-        c.load_config(p)
+        load_config(p)
     with pytest.raises(c.ConfigError, match=r"did you mean 'train.batch_size'"):
-        c.load_config(None, ["train.batchsize=3"])
+        load_config(None, ["train.batchsize=3"])
     with pytest.raises(c.ConfigError, match=r"unknown config key 'trian'.*'train'"):
-        c.load_config(None, ["trian.lr=3"])
+        load_config(None, ["trian.lr=3"])
 
 
 def test_wrong_types_and_choices():
     with pytest.raises(c.ConfigError, match=r"train\.batch_size: expected an integer"):
-        c.load_config(None, ["train.batch_size=abc"])
+        load_config(None, ["train.batch_size=abc"])
     with pytest.raises(c.ConfigError, match=r"method\.name: 'asdv'.*did you mean 'asvd'"):
-        c.load_config(None, ["method.name=asdv"])
+        load_config(None, ["method.name=asdv"])
     with pytest.raises(c.ConfigError, match=r"train\.fresh_optimizer: expected true/false"):
-        c.load_config(None, ["train.fresh_optimizer=3"])
+        load_config(None, ["train.fresh_optimizer=3"])
     with pytest.raises(c.ConfigError, match="mrr"):
-        c.load_config(None, ["method.mrr=0.9", "method.trr=0.5"])
+        load_config(None, ["method.mrr=0.9", "method.trr=0.5"])
     with pytest.raises(c.ConfigError, match="does not exist"):
-        c.load_config("/nonexistent/config.yaml")
+        load_config("/nonexistent/config.yaml")
     with pytest.raises(c.ConfigError, match="section.key=value"):
-        c.parse_override("train.lr")
+        parse_override("train.lr")
 
 
 def test_rank_policy_forms():
     assert c.ExperimentConfig().method.rank_policy == PaperPolicy()
-    load = lambda *o: c.load_config(None, list(o)).method.rank_policy  # noqa: E731
+    load = lambda *o: load_config(None, list(o)).method.rank_policy  # noqa: E731
     assert load("method.rank_policy=energy") == EnergyPolicy()
     assert load("method.rank_policy={uniform: {fraction: 0.3}}") == UniformPolicy(0.3)
     assert load("method.rank_policy.budget.max_fraction=0.9") == BudgetPolicy(max_fraction=0.9)
@@ -90,11 +91,11 @@ def test_rank_policy_errors_name_the_key(tmp_path):
     }
     for override, pattern in cases.items():
         with pytest.raises(c.ConfigError, match=pattern):
-            c.load_config(None, [override])
+            load_config(None, [override])
     p = tmp_path / "p.yaml"
     p.write_text("method: {rank_policy: {energy: {tau: 2}}}\n")
     with pytest.raises(c.ConfigError, match=rf"{p}: method.rank_policy.energy: EnergyPolicy.tau"):
-        c.load_config(p)
+        load_config(p)
 
 
 def test_flat_legacy_policy_keys_still_load(tmp_path):
@@ -103,27 +104,27 @@ def test_flat_legacy_policy_keys_still_load(tmp_path):
            "max_fraction": 0.9, "fraction": 0.5, "tau": 0.95, "stats_examples": 32}
     p = tmp_path / "config.yaml"
     p.write_text(yaml.safe_dump({"method": old}))
-    cfg = c.load_config(p)
+    cfg = load_config(p)
     assert cfg.method.rank_policy == BudgetPolicy(trr=0.6, max_fraction=0.9)
-    assert cfg == c.apply_overrides(c.ExperimentConfig(), yaml.safe_load(p.read_text()))
+    assert cfg == apply_overrides(c.ExperimentConfig(), yaml.safe_load(p.read_text()))
     assert c.to_dict(cfg)["method"]["rank_policy"] == {"budget": {
         "mrr": 0.1, "trr": 0.6, "max_fraction": 0.9, "nonsquare": "truncate", "clip_negative": True}}
     # The old command-line forms.
-    assert c.load_config(None, ["method.rank_policy=budget", "method.max_fraction=0.9"]).method \
+    assert load_config(None, ["method.rank_policy=budget", "method.max_fraction=0.9"]).method \
         .rank_policy == BudgetPolicy(max_fraction=0.9)
-    assert c.load_config(None, ["method.mrr=0.05", "method.trr=0.4"]).method.rank_policy == \
+    assert load_config(None, ["method.mrr=0.05", "method.trr=0.4"]).method.rank_policy == \
         PaperPolicy(mrr=0.05, trr=0.4)
-    assert c.load_config(None, ["method.rank_policy=uniform", "method.fraction=0.3"]).method \
+    assert load_config(None, ["method.rank_policy=uniform", "method.fraction=0.3"]).method \
         .rank_policy == UniformPolicy(0.3)
     # A flat key the chosen policy does not have changed nothing before: unless it holds the
     # old default (a saved config lists them all), it is an error naming it.
     with pytest.raises(c.ConfigError, match=r"--set method.tau=0.5: method.tau: 0.5 does "
                                             r"nothing with rank policy 'paper'.*energy: \{tau: 0.5"):
-        c.load_config(None, ["method.tau=0.5"])
+        load_config(None, ["method.tau=0.5"])
     with pytest.raises(c.ConfigError, match=r"--set method.mrr=0.9: .*need mrr <= trr"):
-        c.load_config(None, ["method.mrr=0.9"])
+        load_config(None, ["method.mrr=0.9"])
     with pytest.raises(c.ConfigError, match=r"method.trr: a flat policy key beside"):
-        c.apply_overrides(c.ExperimentConfig(), {"method": {"rank_policy": {"paper": {}},
+        apply_overrides(c.ExperimentConfig(), {"method": {"rank_policy": {"paper": {}},
                                                             "trr": 0.5}})
 
 
@@ -131,7 +132,7 @@ def test_flat_legacy_policy_keys_still_load(tmp_path):
                                       "method.rank_policy.budget.max_fraction=0.9",
                                       "method.rank_policy.uniform.fraction=0.25"])
 def test_documented_config_loads_back_for_every_policy(tmp_path, override):
-    cfg = c.load_config(None, [override])
+    cfg = load_config(None, [override])
     p = tmp_path / "c.yaml"
     p.write_text(documented_yaml(cfg))
-    assert c.load_config(p) == cfg
+    assert load_config(p) == cfg
