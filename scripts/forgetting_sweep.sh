@@ -4,6 +4,8 @@
 # split only (eval.split=dev; the test split is read once, at the end, with the chosen preset).
 #   bash scripts/forgetting_sweep.sh [OUT_DIR [RUN ...]]      (default runs/forgetting_dev, all)
 #   SEEDS=0,1,2 bash scripts/forgetting_sweep.sh ...           (default SEEDS=0)
+#   SPLIT=test SEEDS=0,1,2 bash scripts/forgetting_sweep.sh runs/forgetting_test RUN ...
+#                                   the final read of the test split, with the dev-chosen RUNs
 # RUN is one of the names below. Each run is a multi-seed parent (OUT/RUN/seed<k>/): finished
 # seeds are skipped and a started one resumed, so the script can be re-run after a kill. The
 # last command prints the per-run table and the table over seeds (mean +- std, gaps and
@@ -13,6 +15,7 @@ OUT=${1:-runs/forgetting_dev}
 shift || true
 CLI=${ASVD_JAX_CLI:-asvd-jax}
 SEEDS=${SEEDS:-0}
+SPLIT=${SPLIT:-dev}
 source "$(dirname "$0")/_run_or_resume.sh"
 MINILM=experiments/forgetting_minilm.yaml
 SMOL=experiments/forgetting_smollm2.yaml
@@ -57,7 +60,7 @@ for name in "${RUNS[@]}"; do
   read -r config kvs <<< "${SETS[$name]}"
   # Stop on 30 held-out training examples per task, not on dev: the runs are scored on dev,
   # and stopping there would pick each task's checkpoint on the examples R[j, j] reports.
-  sets=(--set eval.split=dev --set train.stop_holdout=30 --set "run.seeds=[$SEEDS]")
+  sets=(--set eval.split=$SPLIT --set train.stop_holdout=30 --set "run.seeds=[$SEEDS]")
   for kv in $kvs; do sets+=(--set "$kv"); done
   run_or_resume "$OUT/$name" "$config" "${sets[@]}"
 done
