@@ -25,7 +25,8 @@ SMOL=experiments/forgetting_smollm2.yaml
 NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-asvd-budget
        minilm-asvd-budget-cap0.9 minilm-asvd-progressive
        minilm-seqft-pool minilm-asvd-pool minilm-asvd-budget-pool minilm-asvd-pool-lr2e-4
-       minilm-asvd-uniform0.5-pool minilm-asvd-budget0.5-pool
+       minilm-asvd-uniform0.5-pool minilm-asvd-budget0.5-pool minilm-mtl-pool
+       minilm-ewc1e4-pool minilm-ewc1e6-pool minilm-lora-lr1e-4-pool minilm-olora-lr1e-4-pool
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
   [minilm-seqft]="$MINILM method.name=seqft"
@@ -39,8 +40,13 @@ declare -A SETS=(
   [minilm-asvd-pool]="$MINILM method.name=asvd eval.option_pool=sequence"
   [minilm-asvd-budget-pool]="$MINILM method.name=asvd method.rank_policy=budget eval.option_pool=sequence"
   [minilm-asvd-pool-lr2e-4]="$MINILM method.name=asvd eval.option_pool=sequence train.lr=2e-4"
-  [minilm-asvd-uniform0.5-pool]="$MINILM method.name=asvd method.rank_policy=uniform method.fraction=0.5 eval.option_pool=sequence"
-  [minilm-asvd-budget0.5-pool]="$MINILM method.name=asvd method.rank_policy=budget method.trr=0.5 eval.option_pool=sequence"
+  [minilm-asvd-uniform0.5-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.5 eval.option_pool=sequence"
+  [minilm-asvd-budget0.5-pool]="$MINILM method.name=asvd method.rank_policy.budget.trr=0.5 eval.option_pool=sequence"
+  [minilm-mtl-pool]="$MINILM method.name=mtl eval.option_pool=sequence"
+  [minilm-ewc1e4-pool]="$MINILM method.name=ewc method.ewc_lambda=1e4 eval.option_pool=sequence"
+  [minilm-ewc1e6-pool]="$MINILM method.name=ewc method.ewc_lambda=1e6 eval.option_pool=sequence"
+  [minilm-lora-lr1e-4-pool]="$MINILM method.name=lora method.lora_lr=1e-4 eval.option_pool=sequence"
+  [minilm-olora-lr1e-4-pool]="$MINILM method.name=olora method.lora_lr=1e-4 eval.option_pool=sequence"
   [smollm2-seqft]="$SMOL method.name=seqft"
   [smollm2-asvd]="$SMOL method.name=asvd"
   [smollm2-seqft-lr1e-4]="$SMOL method.name=seqft train.lr=1e-4"
