@@ -182,3 +182,11 @@ def test_report_missing_dir_is_one_error_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "metrics.json" in err[0]
+
+
+def test_seed_runs_are_named_by_their_parent_in_the_table():
+    from asvd_jax.cl import comparison_output
+
+    metrics = {"name": "seed1", "method": "seqft", "status": "running", "rows": []}
+    text = comparison_output(["/r/minilm-seqft/seed1", "/r/other"], [metrics, dict(metrics, name="other")], "md")
+    assert "| minilm-seqft/seed1 |" in text and "| other |" in text

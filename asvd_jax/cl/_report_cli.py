@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Sequence
 
 
@@ -12,6 +13,10 @@ def comparison_output(run_dirs: Sequence[str], metrics_list: Sequence[dict], fmt
     from asvd_jax.cl._compare import comparison_rows, csv_table, markdown_table
 
     rows = comparison_rows(metrics_list)
+    for d, r in zip(run_dirs, rows):  # seed<k> of a multi-seed run: name it by its parent too
+        parent, leaf = os.path.split(os.path.normpath(os.fspath(d)))
+        if r["run"] == leaf and re.fullmatch(r"seed\d+", leaf):
+            r["run"] = f"{os.path.basename(parent)}/{leaf}"
     if fmt == "csv":
         return csv_table(rows)
     text = markdown_table(rows) + "\n"
