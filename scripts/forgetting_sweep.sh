@@ -20,6 +20,9 @@ source "$(dirname "$0")/_run_or_resume.sh"
 MINILM=experiments/forgetting_minilm.yaml
 SMOL=experiments/forgetting_smollm2.yaml
 
+# The MiniLM preset scores over every answer of the sequence (eval.option_pool=sequence, the
+# "-pool" runs); the runs without "-pool" score each task's own options, where SeqFT does not
+# forget (docs/forgetting.md).
 # name -> "CONFIG overrides..." on the presets (lr 5e-5 MiniLM / 3e-5 SmolLM2, early stopping,
 # the paper's rank policy). Order: SeqFT first (the forgetting regime must exist), then asvd.
 NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-asvd-budget
@@ -29,17 +32,17 @@ NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-as
        minilm-ewc1e4-pool minilm-ewc1e6-pool minilm-lora-lr1e-4-pool minilm-olora-lr1e-4-pool
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
-  [minilm-seqft]="$MINILM method.name=seqft"
-  [minilm-asvd]="$MINILM method.name=asvd"
-  [minilm-seqft-lr1e-4]="$MINILM method.name=seqft train.lr=1e-4"
-  [minilm-asvd-lr1e-4]="$MINILM method.name=asvd train.lr=1e-4"
-  [minilm-asvd-budget]="$MINILM method.name=asvd method.rank_policy=budget"
-  [minilm-asvd-budget-cap0.9]="$MINILM method.name=asvd method.rank_policy.budget.max_fraction=0.9"
-  [minilm-asvd-progressive]="$MINILM method.name=asvd method.rank_policy=progressive"
+  [minilm-seqft]="$MINILM method.name=seqft eval.option_pool=task"
+  [minilm-asvd]="$MINILM method.name=asvd eval.option_pool=task"
+  [minilm-seqft-lr1e-4]="$MINILM method.name=seqft train.lr=1e-4 eval.option_pool=task"
+  [minilm-asvd-lr1e-4]="$MINILM method.name=asvd train.lr=1e-4 eval.option_pool=task"
+  [minilm-asvd-budget]="$MINILM method.name=asvd method.rank_policy=budget eval.option_pool=task"
+  [minilm-asvd-budget-cap0.9]="$MINILM method.name=asvd method.rank_policy.budget.max_fraction=0.9 eval.option_pool=task"
+  [minilm-asvd-progressive]="$MINILM method.name=asvd method.rank_policy=progressive eval.option_pool=task"
   [minilm-seqft-pool]="$MINILM method.name=seqft eval.option_pool=sequence"
   [minilm-asvd-pool]="$MINILM method.name=asvd eval.option_pool=sequence"
   [minilm-asvd-budget-pool]="$MINILM method.name=asvd method.rank_policy=budget eval.option_pool=sequence"
-  [minilm-asvd-pool-lr2e-4]="$MINILM method.name=asvd eval.option_pool=sequence train.lr=2e-4"
+  [minilm-asvd-pool-lr2e-4]="$MINILM method.name=asvd eval.option_pool=sequence train.lr=2e-4 eval.option_pool=task"
   [minilm-asvd-uniform0.5-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.5 eval.option_pool=sequence"
   [minilm-asvd-budget0.5-pool]="$MINILM method.name=asvd method.rank_policy.budget.trr=0.5 eval.option_pool=sequence"
   [minilm-mtl-pool]="$MINILM method.name=mtl eval.option_pool=sequence"
