@@ -42,7 +42,7 @@ declare -A SETS=(
   [minilm-seqft-pool]="$MINILM method.name=seqft eval.option_pool=sequence"
   [minilm-asvd-pool]="$MINILM method.name=asvd eval.option_pool=sequence"
   [minilm-asvd-budget-pool]="$MINILM method.name=asvd method.rank_policy=budget eval.option_pool=sequence"
-  [minilm-asvd-pool-lr2e-4]="$MINILM method.name=asvd eval.option_pool=sequence train.lr=2e-4 eval.option_pool=task"
+  [minilm-asvd-pool-lr2e-4]="$MINILM method.name=asvd eval.option_pool=sequence train.lr=2e-4"
   [minilm-asvd-uniform0.5-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.5 eval.option_pool=sequence"
   [minilm-asvd-budget0.5-pool]="$MINILM method.name=asvd method.rank_policy.budget.trr=0.5 eval.option_pool=sequence"
   [minilm-mtl-pool]="$MINILM method.name=mtl eval.option_pool=sequence"
