@@ -110,7 +110,8 @@ class EncoderAdapter(SplitAdapter):
         with capture() as acts:
             model(batch["input_ids"], batch["attention_mask"])
         # Padding rows repeat a real row (see train_batch): their weight 0 keeps them out.
-        return dict(acts), batch["attention_mask"] * (batch["row_weight"][:, None] > 0)
+        mask = batch["attention_mask"]
+        return dict(acts), mask * (batch["row_weight"][:, None] > 0).astype(mask.dtype)
 
     def _embed_all(self, params, texts, width):
         import jax
