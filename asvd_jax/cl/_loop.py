@@ -18,7 +18,7 @@ from asvd_jax.cl._progress import counter
 def train_stage(runner, st, metrics: dict) -> tuple[float, list[dict]]:
     """Train ``st`` (a ``_stage.Stage``) in place from ``st.start_micro``; returns the
     training seconds and the leakage log."""
-    from asvd_jax.cl._train import step_lr
+    from asvd_jax.cl._train import stage_lr
 
     c = runner.config
     stream, stage = st.stream, st.index
@@ -27,6 +27,7 @@ def train_stage(runner, st, metrics: dict) -> tuple[float, list[dict]]:
     leakage_log: list[dict] = []
     step0 = sum(r["train"]["micro_steps"] for r in metrics["rows"])  # earlier stages' steps
     label = f"train {stage + 1}/{len(runner.stages)} ({st.name})"
+    lr_at = stage_lr(c.train, c.method, stream.optimizer_steps)
     with counter(runner.progress, stream.micro_steps, label, st.start_micro) as bar:
         micro = st.start_micro
         for chunk in stream.chunks(st.start_micro):
@@ -35,7 +36,7 @@ def train_stage(runner, st, metrics: dict) -> tuple[float, list[dict]]:
                 st.trainable, st.frozen, st.opt_state, runner._device_batch(chunk))
             loss = float(loss)
             runner.trackers.step(step0 + micro + 1, loss=loss, grad_norm=float(gnorm),
-                                 lr=step_lr(c.train, c.method, stream.optimizer_steps, micro // c.train.grad_accum),
+                                 lr=lr_at(micro // c.train.grad_accum),
                                  seconds=time.perf_counter() - t_step, stage=stage)
             check_finite(runner, st, metrics, micro, loss, float(pen))
             st.losses.append(loss)

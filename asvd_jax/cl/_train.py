@@ -15,7 +15,7 @@ micro-batch (``optax.MultiSteps`` would evaluate the chain at every micro-step).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -115,9 +115,11 @@ def transplant_adam(new_state: Any, moments: list[optax.ScaleByAdamState]) -> An
     return jax.tree.map(swap, new_state, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))
 
 
-def step_lr(train: Any, method: Any, total_steps: int, step: int) -> float:
-    """Learning rate of optimizer step ``step``: the train schedule, or LoRA's constant rate."""
+def stage_lr(train: Any, method: Any, total_steps: int) -> Callable[[int], float]:
+    """``lr_at(step)``: the learning rate of optimizer step ``step`` of a stage of
+    ``total_steps`` steps (the train schedule, or LoRA's constant rate), built once per stage so
+    the logging in the training loop does not rebuild the schedule at every micro-batch."""
     if method.name in ("lora", "olora"):
-        return float(method.lora_lr)
+        return lambda step: float(method.lora_lr)
     lr = learning_rate(train, total_steps)
-    return float(lr(step)) if callable(lr) else float(lr)
+    return (lambda step: float(lr(step))) if callable(lr) else (lambda step: float(lr))
