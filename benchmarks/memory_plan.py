@@ -48,13 +48,12 @@ def parse_mesh(text: str) -> dict:
 
 
 def preset_values(preset: str) -> dict:
-    import yaml
+    """The preset as a run loads it (defaults filled in): dtype, batch, length, trr, remat."""
+    from asvd_jax.cl import load_config
 
-    with open(ROOT / preset) as f:
-        cfg = yaml.safe_load(f)
-    return dict(compute_dtype=cfg["model"].get("dtype") or "float32",
-                batch=int(cfg["train"]["batch_size"]), seq=int(cfg["data"]["max_len"]),
-                protected=float(cfg["method"]["trr"]))
+    cfg = load_config(str(ROOT / preset))
+    return dict(compute_dtype=cfg.model.dtype, batch=cfg.train.batch_size, seq=cfg.data.max_len,
+                protected=float(cfg.method.rank_policy.trr), remat=cfg.model.remat)
 
 
 def run_one(model: str, mesh: dict, protected: float | None, target_len: int,
@@ -72,8 +71,8 @@ def run_one(model: str, mesh: dict, protected: float | None, target_len: int,
         values["protected"] = protected
     if batch is not None:
         values["batch"] = batch
-    spec = PlanSpec(family, Config(**kwargs), target_len=target_len, remat=remat, **values,
-                    **mesh)
+    values["remat"] = (values["remat"] or remat) and family == "llama"  # t5 fits without it
+    spec = PlanSpec(family, Config(**kwargs), target_len=target_len, **values, **mesh)
     out = plan_memory(spec)
     out.update(model=model, preset=preset)
     return out
@@ -125,7 +124,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=None, help="rows per step (default: preset)")
     ap.add_argument("--target-len", type=int, default=64, help="T5 decoder tokens per row")
     ap.add_argument("--remat", action="store_true",
-                    help="what-if: every layer rematerialised (patched for the compile only)")
+                    help="llama: the model's remat option (model.remat: the blocks as a scan of checkpointed steps)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child process
     args = ap.parse_args(argv)

@@ -28,6 +28,10 @@ t5 = T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_hea
 rows = [plan_memory(PlanSpec("llama", llama, batch=8, seq=16, protected=0.8, data=2, fsdp=4)),
         plan_memory(PlanSpec("t5", t5, compute_dtype="float32", batch=8, seq=16, target_len=4,
                              protected=0.5, data=1, fsdp=8))]
+deep = LlamaConfig(vocab_size=128, hidden_size=128, intermediate_size=256, num_layers=6,
+                   num_heads=4, num_kv_heads=4)
+rows += [plan_memory(PlanSpec("llama", deep, batch=8, seq=128, data=1, fsdp=8, remat=remat))
+         for remat in (False, True)]
 print(json.dumps(rows))
 """
 
@@ -51,7 +55,7 @@ def test_memory_plan_compiles_on_eight_fake_devices():
     proc = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    llama, t5 = json.loads(proc.stdout.strip().splitlines()[-1])
+    llama, t5, loop, remat = json.loads(proc.stdout.strip().splitlines()[-1])
 
     # Llama: 1 layer, d 32, ffn 64, 4 heads of 8 (2 KV heads), vocab 128, untied head.
     d, f, kv, v = 32, 64, 16, 128
@@ -81,6 +85,14 @@ def test_memory_plan_compiles_on_eight_fake_devices():
     assert per["aliased"] == per["params"] + per["adam"] + per["bases"]
     # 0.5 protected: k = r / 2, so every side stores k columns (a basis, never a complement).
     assert 0 < per["bases"] < 2 * per["params"]
+
+    # model.remat (the blocks as a scan of checkpointed steps): the same state, and the
+    # backward pass no longer keeps six blocks' activations and gathered weights.
+    assert remat["remat"] and not loop["remat"]
+    for key in ("params", "adam", "bases", "arguments", "aliased"):
+        assert remat["per_device"][key] == loop["per_device"][key], key
+    assert remat["per_device"]["temp"] < 0.75 * loop["per_device"]["temp"], (
+        remat["per_device"]["temp"], loop["per_device"]["temp"])
 
 
 def test_memory_plan_rejects_bad_input():

@@ -49,6 +49,11 @@ class ModelConfig:
     """Compute dtype: ``float32`` or ``bfloat16``. Parameters, AdamW moments and bases are
     float32 either way (master weights): ``bfloat16`` runs the forward and backward matmuls in
     bf16 on float32 weights, which keeps the projection exact (docs/core.md)."""
+    remat: bool = False
+    """Recompute each layer in the backward pass instead of keeping its activations (and, under
+    FSDP, its gathered weights): the llama family runs its blocks as a scan of checkpointed
+    steps. Same values, about a third more forward compute; what lets LLaMA-2-7B fit 32 GB
+    TPU cores (docs/scale.md)."""
     random_layers: int = 2
     """Layers of the ``random`` model."""
     random_width: int = 64

@@ -16,7 +16,6 @@ as ``compute_bases`` would (basis or complement per complete side), float32.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -47,8 +46,8 @@ class PlanSpec:
     data: int = 1
     fsdp: int = 8
     remat: bool = False
-    """What-if: recompute each layer in the backward pass (``nnx.remat`` on every block's
-    call, patched for this compile only; the models have no remat option yet)."""
+    """Llama only: the model's ``remat`` option (``model.remat`` in a run config), the blocks
+    as a scan of checkpointed steps."""
 
 
 def abstract_model(spec: PlanSpec):
@@ -58,8 +57,11 @@ def abstract_model(spec: PlanSpec):
         from asvd_jax.models.llama import Llama
 
         def build():
-            return Llama(spec.config, dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(0))
+            return Llama(spec.config, dtype=dtype, param_dtype=jnp.float32, rngs=nnx.Rngs(0),
+                         remat=spec.remat)
     elif spec.family == "t5":
+        if spec.remat:
+            raise ValueError("remat: only the llama family has a rematerialised forward")
         from asvd_jax.models.t5 import T5
 
         def build():
@@ -94,28 +96,6 @@ def abstract_bases(params: Any, protected: float) -> Any:
     leaves, treedef = aj.flatten_with_paths(targets, is_leaf=lambda x: x is None or
                                             isinstance(x, aj.MatrixSpec))
     return treedef.unflatten([None if s is None else basis(p, specs[p]) for p, s in leaves])
-
-
-@contextlib.contextmanager
-def _remat_layers(spec: PlanSpec):
-    """Every layer class's ``__call__`` wrapped in ``nnx.remat`` while the step is traced."""
-    if not spec.remat:
-        yield
-        return
-    if spec.family == "llama":
-        from asvd_jax.models.llama import Block
-        classes = [Block]
-    else:
-        from asvd_jax.models.t5 import DecoderLayer, EncoderLayer
-        classes = [EncoderLayer, DecoderLayer]
-    saved = [c.__call__ for c in classes]
-    try:
-        for c in classes:
-            c.__call__ = nnx.remat(c.__call__)
-        yield
-    finally:
-        for c, f in zip(classes, saved):
-            c.__call__ = f
 
 
 def _mesh(spec: PlanSpec) -> jax.sharding.Mesh:
@@ -193,9 +173,7 @@ def plan_memory(spec: PlanSpec) -> dict:
                      out_shardings=(p_sh, s_sh, jax.sharding.NamedSharding(
                          mesh, jax.sharding.PartitionSpec())),
                      donate_argnums=(0, 1))
-    with _remat_layers(spec):
-        lowered = jitted.lower(params, opt_state, batch)
-    compiled = lowered.compile()
+    compiled = jitted.lower(params, opt_state, batch).compile()
     mem = compiled.memory_analysis()
 
     b_state = [x for x in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(

@@ -193,6 +193,14 @@ def load_model(model_config: Any) -> tuple[Any, Any, tuple[str, ...]]:
         raise ValueError(f"model.family: {family.name!r} has no loader; pass the model to "
                          f"run(config, model=..., tokenizer=...)")
     model, tokenizer = family.load(model_config)
+    if getattr(model_config, "remat", False):
+        # A model opts in by a boolean ``remat`` attribute read when it is traced (Llama's
+        # scan of checkpointed blocks); one that has none cannot honour the setting.
+        if not isinstance(getattr(model, "remat", None), bool):
+            raise ValueError(f"model.remat: family {family.name!r} has no rematerialised "
+                             f"forward (its model has no boolean 'remat' attribute); the llama "
+                             f"family has one")
+        model.remat = True
     return model, tokenizer, tuple(family.default_targets)
 
 
