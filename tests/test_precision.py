@@ -214,3 +214,17 @@ def test_fixed_layout_keeps_shapes_so_a_rank_change_does_not_retrace():
                          fixed_layout=layout)
     with pytest.raises(ValueError, match="fixed_layout"):
         aj.compute_bases(params, first, targets, fixed_layout=(0.5, 0.2))
+
+
+def test_reorthonormalize_keeps_the_span_of_columns_far_from_orthonormal():
+    """The QR branch (columns not from an SVD): orthonormal, same span, signs kept."""
+    from asvd_jax._bases import _reorthonormalize
+
+    rng = np.random.default_rng()
+    cols = rng.normal(size=(30, 7)).astype(np.float32)
+    q = np.asarray(_reorthonormalize(jnp.asarray(cols)), np.float64)
+    assert np.abs(q.T @ q - np.eye(7)).max() < 2e-7
+    c = cols.astype(np.float64)
+    assert np.linalg.norm(c - q @ (q.T @ c)) < 1e-5 * np.linalg.norm(c)
+    assert np.all(np.sum(q * c, axis=0) > 0)  # each column keeps its direction
+    assert _reorthonormalize(jnp.zeros((30, 0))).shape == (30, 0)
