@@ -29,7 +29,9 @@ NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-as
        minilm-asvd-budget-cap0.9 minilm-asvd-progressive
        minilm-seqft-pool minilm-asvd-pool minilm-asvd-budget-pool minilm-asvd-pool-lr2e-4
        minilm-asvd-uniform0.5-pool minilm-asvd-budget0.5-pool minilm-mtl-pool
-       minilm-ewc1e4-pool minilm-ewc1e6-pool minilm-lora-lr1e-4-pool minilm-olora-lr1e-4-pool
+       minilm-asvd-uniform0.25-pool minilm-asvd-uniform0.75-pool minilm-mtl-nostop150-pool
+       minilm-ewc1e4-pool minilm-ewc1e5-pool minilm-ewc1e6-pool minilm-lora-lr1e-3-pool
+       minilm-lora-lr1e-4-pool minilm-olora-lr1e-3-pool minilm-olora-lr1e-4-pool
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
   [minilm-seqft]="$MINILM method.name=seqft eval.option_pool=task"
@@ -45,10 +47,16 @@ declare -A SETS=(
   [minilm-asvd-pool-lr2e-4]="$MINILM method.name=asvd eval.option_pool=sequence train.lr=2e-4"
   [minilm-asvd-uniform0.5-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.5 eval.option_pool=sequence"
   [minilm-asvd-budget0.5-pool]="$MINILM method.name=asvd method.rank_policy.budget.trr=0.5 eval.option_pool=sequence"
+  [minilm-asvd-uniform0.25-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.25 eval.option_pool=sequence"
+  [minilm-asvd-uniform0.75-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.75 eval.option_pool=sequence"
   [minilm-mtl-pool]="$MINILM method.name=mtl eval.option_pool=sequence"
+  [minilm-mtl-nostop150-pool]="$MINILM method.name=mtl train.patience=0 train.max_steps=150 eval.option_pool=sequence"
   [minilm-ewc1e4-pool]="$MINILM method.name=ewc method.ewc_lambda=1e4 eval.option_pool=sequence"
+  [minilm-ewc1e5-pool]="$MINILM method.name=ewc method.ewc_lambda=1e5 eval.option_pool=sequence"
   [minilm-ewc1e6-pool]="$MINILM method.name=ewc method.ewc_lambda=1e6 eval.option_pool=sequence"
+  [minilm-lora-lr1e-3-pool]="$MINILM method.name=lora method.lora_lr=1e-3 eval.option_pool=sequence"
   [minilm-lora-lr1e-4-pool]="$MINILM method.name=lora method.lora_lr=1e-4 eval.option_pool=sequence"
+  [minilm-olora-lr1e-3-pool]="$MINILM method.name=olora method.lora_lr=1e-3 eval.option_pool=sequence"
   [minilm-olora-lr1e-4-pool]="$MINILM method.name=olora method.lora_lr=1e-4 eval.option_pool=sequence"
   [smollm2-seqft]="$SMOL method.name=seqft"
   [smollm2-asvd]="$SMOL method.name=asvd"
