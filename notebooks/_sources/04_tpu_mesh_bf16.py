@@ -4,13 +4,14 @@
 # Notebook 2's configuration, unchanged, on every device the runtime has. The runner lays
 # the devices out as a (data, fsdp) mesh: batches are split over both axes and every large
 # array of the training state (weights, AdamW moments, protected bases) is sharded over
-# `fsdp`; XLA inserts the collectives. On an accelerator the weights are stored in bfloat16.
+# `fsdp`; XLA inserts the collectives. On an accelerator the forward and backward run in
+# bfloat16 on float32 master weights (`model.dtype=bfloat16`; the projection stays exact).
 #
 # Nothing here is TPU-specific code: on a TPU runtime `jax.devices()` lists the TPU cores; on
 # a CPU the notebook asks XLA for two virtual CPU devices, so the same mesh code runs (slowly)
 # anywhere. The figure compares the training losses with notebook 2's single-device run when
 # that run is on disk: in float32 the mesh is meant to reproduce them to rounding (the
-# property `asvd_jax.cl`'s mesh module states); bfloat16 weights move them slightly.
+# property `asvd_jax.cl`'s mesh module states); bfloat16 compute moves them slightly.
 
 # %%
 # Install cell: on Colab, install the project's requirements and the packaged model and data.
