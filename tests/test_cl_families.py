@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from _helpers.runs import TINY_RUN
 from tolerances import tolerance
 
 from asvd_jax.cl import load_config, run
 
-BASE = ["model.source=random", "model.random_width=32", "data.suite=fixture", "data.max_len=96",
-        "train.lr=3e-3", "method.stats_examples=16", "data.max_eval_per_task=8",
-        "run.progress=false"]
+BASE = TINY_RUN + ["data.max_len=96"]
 
 
 @pytest.mark.slow

@@ -5,15 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers.runs import TINY_RUN
 from tolerances import assert_close
 
 from asvd_jax.cl import load_config, run
 from asvd_jax.models import load_model
 
-BASE = ["model.source=random", "model.random_width=32", "data.suite=fixture", "data.max_len=64",
-        "train.lr=3e-3", "method.stats_examples=16", "data.max_eval_per_task=8",
-        "run.progress=false", "method.rank_policy.uniform.fraction=0.5",
-        "train.leakage_every=2"]
+BASE = TINY_RUN + ["data.max_len=64", "method.rank_policy.uniform.fraction=0.5",
+                   "train.leakage_every=2"]
 
 
 def test_bfloat16_model_dtype_means_bf16_compute_on_float32_params():

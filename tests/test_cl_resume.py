@@ -3,14 +3,13 @@
 import json
 
 import pytest
+from _helpers.runs import TINY_RUN
 
 from asvd_jax.cl import load_config, run
 from asvd_jax.cl._checkpoint import Checkpointer
 
-BASE = ["model.source=random", "model.random_width=32", "data.suite=fixture", "data.max_len=64",
-        "train.lr=3e-3", "train.batch_size=8", "eval.batch_size=16", "method.stats_examples=16",
-        "data.max_eval_per_task=8", "run.progress=false", "checkpoint.export_hf=false",
-        "eval.zero_shot=false"]
+BASE = TINY_RUN + ["data.max_len=64", "train.batch_size=8", "eval.batch_size=16",
+                   "checkpoint.export_hf=false", "eval.zero_shot=false"]
 
 
 def _strip(m):

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers.runs import TINY_RUN
 from tolerances import assert_close
 
 import asvd_jax as aj
@@ -14,10 +15,8 @@ from asvd_jax.cl import Runner, TrainConfig, load_config
 from asvd_jax.cl._task_state import TaskLengthState, set_task_length, state_bases
 from asvd_jax.cl._train import inner_optimizer, with_accumulation
 
-BASE = ["model.source=random", "model.random_width=32", "data.suite=fixture", "data.max_len=64",
-        "train.lr=3e-3", "train.batch_size=8", "eval.batch_size=16", "method.stats_examples=16",
-        "data.max_eval_per_task=8", "run.progress=false", "checkpoint.export_hf=false",
-        "eval.zero_shot=false", "eval.lm_loss=false"]
+BASE = TINY_RUN + ["data.max_len=64", "train.batch_size=8", "eval.batch_size=16",
+                   "checkpoint.export_hf=false", "eval.zero_shot=false", "eval.lm_loss=false"]
 
 
 def _params(rng):

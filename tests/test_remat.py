@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _helpers.runs import TINY_RUN
 from flax import nnx
 
 from asvd_jax.cl import ExperimentConfig
@@ -100,9 +101,7 @@ def test_remat_is_refused_by_a_family_without_it():
 def test_runner_trains_the_same_with_model_remat(tmp_path):
     from asvd_jax.cl import load_config, run
 
-    base = ["model.source=random", "model.random_width=32", "data.suite=fixture",
-            "data.max_len=64", "train.lr=3e-3", "method.stats_examples=16",
-            "data.max_eval_per_task=8", "run.progress=false"]
+    base = TINY_RUN + ["data.max_len=64"]
     plain = run(load_config(None, base), run_dir=str(tmp_path / "plain"))
     remat = run(load_config(None, base + ["model.remat=true"]), run_dir=str(tmp_path / "remat"))
     assert plain["status"] == remat["status"] == "complete"
