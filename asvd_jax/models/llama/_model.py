@@ -367,12 +367,12 @@ class Llama(nnx.Module):
         has the same structure, so block 0's graph serves all of them (only the capture names
         differ, and capture never takes this path).
         """
-        graphdef, _ = nnx.split(self.layers[0])
-        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[nnx.split(b)[1] for b in self.layers])
+        graphdefs, states = zip(*(nnx.split(b) for b in self.layers))
+        stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
 
         @jax.checkpoint
         def step(h, state):
-            h, _ = nnx.merge(graphdef, state)(h, cos, sin, bias)
+            h, _ = nnx.merge(graphdefs[0], state)(h, cos, sin, bias)
             return h, None
 
         h, _ = jax.lax.scan(step, h, stacked)
