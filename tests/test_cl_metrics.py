@@ -188,3 +188,45 @@ def test_metrics_sit_below_the_trainer_and_the_analysis(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["-0.5", "[]"]
+
+
+def _zero_eval(predictions_per_task, classes=("negative", "positive")):
+    return [{"task": f"t{j}", "predictions": list(p), "per_class_accuracy": {c: 0.0 for c in classes}}
+            for j, p in enumerate(predictions_per_task)]
+
+
+def test_zero_shot_answer_share_counts_label_answers():
+    from asvd_jax.metrics import zero_shot_answer_share
+
+    ev = _zero_eval([["", "", "negative", "positive"], ["positive", "no idea"]])
+    assert_close(zero_shot_answer_share(ev), np.mean([2 / 4, 1 / 2]), "float64")
+    assert zero_shot_answer_share([{"task": "gen", "accuracy": 0.3}]) is None  # no predictions
+    assert zero_shot_answer_share(None) is None
+
+
+def test_fwt_from_option_scoring_when_zero_shot_generation_gives_no_answers():
+    from asvd_jax.metrics import choose_fwt
+
+    eos = _zero_eval([[""] * 4, [""] * 4, ["negative", "", "", ""]])  # share 1/12
+    s = {"fwt": 0.4, "option_fwt": -0.05, "average_accuracy": 0.6}
+    choose_fwt(s, eos, "generate (greedy exact match)")
+    assert s["fwt"] == -0.05 and s["generation_fwt"] == 0.4 and s["fwt_from"] == "options"
+    assert_close(s["zero_shot_answer_share"], 1 / 12, "float64")
+    # Without option scoring there is no fair reference: no headline FWT.
+    s = {"fwt": 0.4}
+    choose_fwt(s, eos, "generate (greedy exact match)")
+    assert "fwt" not in s and s["generation_fwt"] == 0.4 and s["fwt_from"] == "none"
+
+
+def test_fwt_stays_headline_when_answers_are_labels_or_protocol_scores_options():
+    from asvd_jax.metrics import choose_fwt
+
+    ok = _zero_eval([["negative", "positive", "positive", ""]])  # share 3/4
+    s = {"fwt": 0.1, "option_fwt": 0.2}
+    choose_fwt(s, ok, "generate (greedy exact match)")
+    assert s["fwt"] == 0.1 and s["fwt_from"] == "headline" and "generation_fwt" not in s
+    eos = _zero_eval([[""] * 4])
+    for protocol in ("options (restricted scoring)", None):  # option scoring needs no format
+        s = {"fwt": 0.1, "option_fwt": 0.2}
+        choose_fwt(s, eos, protocol)
+        assert s == {"fwt": 0.1, "option_fwt": 0.2, "fwt_from": "headline"}

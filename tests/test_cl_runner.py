@@ -85,6 +85,7 @@ def test_pulse_run_directory(pulse):
     m = json.loads((pulse / "metrics.json").read_text())
     assert m["status"] == "complete"
     acc = np.asarray(m["accuracy_matrix"])
+    acc_opt = np.asarray(m["option_accuracy_matrix"])
     assert acc.shape == (2, 2) and ((acc >= 0) & (acc <= 1)).all()
     assert set(m["summary"]) >= {"average_accuracy", "bwt", "fwt", "forgetting", "option_average_accuracy"}
     assert np.isclose(m["summary"]["average_accuracy"], acc[-1].mean())
@@ -99,6 +100,14 @@ def test_pulse_run_directory(pulse):
     # macro-F1 and the collapse flag; the correctness list reproduces the accuracy.
     assert np.isclose(m["summary"]["plasticity"], np.trace(acc) / 2)
     assert isinstance(m["summary"]["collapsed_tasks"], list)
+    # The random model's zero-shot generations are no label at all: FWT comes from option
+    # scoring (the same zero-shot for every answer format), and summary.md says so.
+    s = m["summary"]
+    assert s["zero_shot_answer_share"] < 0.5 and s["fwt_from"] == "options"
+    zs = m["zero_shot"]["option_accuracy"]
+    assert np.isclose(s["fwt"], acc_opt[0, 1] - zs[1]) and np.isclose(s["fwt"], s["option_fwt"])
+    assert np.isclose(s["generation_fwt"], acc[0, 1] - m["zero_shot"]["accuracy"][1])
+    assert "the headline FWT is option scoring's" in (pulse / "summary.md").read_text()
     for row in m["rows"]:
         for e in row["eval"]:
             assert len(e["predictions"]) == len(e["correct"]) == e["n"]

@@ -153,6 +153,9 @@ def forgetting_curves(run: Any, key: str = "accuracy", *, from_start: bool = Fal
 def run_summary(run: Any, key: str = "accuracy") -> dict[str, float]:
     """AA, BWT and forgetting (and FWT with a zero-shot row) of a run's accuracy matrix.
 
+    The headline FWT follows ``asvd_jax.metrics.choose_fwt`` as the runner's summary does
+    (option scoring's FWT when zero-shot generation gave few label answers).
+
     Computed by ``asvd_jax.metrics`` from the rows, so a run in progress is summarised
     over the tasks trained so far (the square top-left block of R).
     """
@@ -167,7 +170,16 @@ def run_summary(run: Any, key: str = "accuracy") -> dict[str, float]:
     if n == 0:
         return {}
     zero = zero_shot_accuracy(run, key)
-    return summarize(r[:n, :n], None if zero is None or np.isnan(zero[:n]).any() else zero[:n])
+    out = summarize(r[:n, :n], None if zero is None or np.isnan(zero[:n]).any() else zero[:n])
+    if key == "accuracy" and "fwt" in out:  # the runner's choice of FWT reference, same rule
+        from asvd_jax.metrics import choose_fwt
+
+        opt = accuracy_matrix(run, "option_accuracy")[:n, :n]
+        opt = {} if np.isnan(opt).any() else run_summary(run, "option_accuracy")
+        both = {**out, **{"option_" + k: v for k, v in opt.items()}}
+        choose_fwt(both, (run.metrics.get("zero_shot") or {}).get("eval"), run.metrics.get("protocol"))
+        out = {k: v for k, v in both.items() if not k.startswith("option_")}
+    return out
 
 
 def stage_records(run: Any, field: str) -> list[Any]:

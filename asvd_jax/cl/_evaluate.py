@@ -121,6 +121,7 @@ def finish_run(runner, params, metrics: dict) -> None:
         summary.update({prefix + k: v for k, v in s.items()})
         # Label collapse in the final row (one answer > 80% of a task's predictions).
         summary[prefix + "collapsed_tasks"] = _metrics.collapsed_tasks(rows[-1]["eval"], prefix)
+    _metrics.choose_fwt(summary, zero and zero.get("eval"), metrics.get("protocol"))
     metrics["summary"] = summary
     g = metrics.get("general_ability")
     if g is not None:

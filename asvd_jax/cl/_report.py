@@ -63,6 +63,7 @@ def report_view(metrics: dict) -> dict:
             except (ValueError, TypeError):  # a row with a missing evaluation
                 continue
             summary.update({prefix + key: v for key, v in s.items()})
+    _metrics.choose_fwt(summary, zero.get("eval"), metrics.get("protocol"))
     out["summary"] = summary
     return out
 
@@ -126,6 +127,12 @@ def summary_markdown(metrics: dict) -> str:
                            ("plasticity", "plasticity (%, mean of R[j, j])"), ("bwt", "BWT (pts)"),
                            ("fwt", "FWT (pts)"), ("forgetting", "forgetting (pts)")):
             lines.append(f"| {label} | {_pct(s.get(key))} | {_pct(s.get('option_' + key))} |")
+        if s.get("fwt_from") in ("options", "none"):
+            lines += ["", f"FWT: the initial model's generated answers were a label in "
+                      f"{_pct(s.get('zero_shot_answer_share'))}% of zero-shot examples, so its "
+                      f"generation accuracy measures the answer format; the headline FWT is "
+                      + ("option scoring's" if s["fwt_from"] == "options" else "not reported")
+                      + f" (against zero-shot generation: {_pct(s.get('generation_fwt'))})."]
         lines.append("")
         for prefix, what in (("", "headline"), ("option_", "option scoring")):
             if s.get(prefix + "collapsed_tasks"):

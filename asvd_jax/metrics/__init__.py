@@ -16,10 +16,18 @@ from asvd_jax.metrics._accuracy import (
     plasticity,
     summarize,
 )
-from asvd_jax.metrics._predictions import COLLAPSE_SHARE, collapsed_tasks, prediction_stats
+from asvd_jax.metrics._predictions import (
+    COLLAPSE_SHARE,
+    ZERO_SHOT_ANSWER_SHARE,
+    choose_fwt,
+    collapsed_tasks,
+    prediction_stats,
+    zero_shot_answer_share,
+)
 
 __all__ = [
-    "COLLAPSE_SHARE", "GAP_KEYS", "average_accuracy", "backward_transfer", "collapsed_tasks",
-    "forgetting", "forward_transfer", "gaps", "general_ability_retention", "paired_bootstrap",
-    "plasticity", "prediction_stats", "summarize",
+    "COLLAPSE_SHARE", "GAP_KEYS", "ZERO_SHOT_ANSWER_SHARE", "average_accuracy", "backward_transfer",
+    "choose_fwt", "collapsed_tasks", "forgetting", "forward_transfer", "gaps",
+    "general_ability_retention", "paired_bootstrap", "plasticity", "prediction_stats", "summarize",
+    "zero_shot_answer_share",
 ]

@@ -1,4 +1,5 @@
-"""Per-class accuracy, macro-F1 and label collapse of one task's predictions (pure numpy)."""
+"""Per-class accuracy, macro-F1, label collapse and zero-shot answer validity of predictions
+(pure numpy)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,50 @@ def prediction_stats(labels: Sequence[str], predictions: Sequence[str],
 def collapsed_tasks(row_eval: Sequence[dict], prefix: str = "") -> list[str]:
     """Names of the tasks of one accuracy-matrix row whose evaluation is flagged collapsed."""
     return [e["task"] for e in row_eval if e.get(prefix + "collapsed")]
+
+
+# A generated answer counts as an answer when it is one of the task's labels. Below this share
+# of answers at zero-shot, the initial model's generation accuracy measures whether it follows
+# the answer format (SmolLM2-Instruct answers the raw prompt with EOS: share 0), not what it
+# knows, and FWT against it would credit training with teaching the format.
+ZERO_SHOT_ANSWER_SHARE = 0.5
+
+
+def zero_shot_answer_share(zero_eval: Sequence[dict]) -> float | None:
+    """Share of the zero-shot headline predictions that are one of their task's labels (mean
+    over tasks); None when no task recorded predictions (generation-only tasks, old runs)."""
+    shares = []
+    for e in zero_eval or []:
+        pred, classes = e.get("predictions"), e.get("per_class_accuracy")
+        if pred and classes is not None:
+            shares.append(float(np.mean([p in classes for p in pred])))
+    return float(np.mean(shares)) if shares else None
+
+
+def choose_fwt(summary: dict, zero_eval: Sequence[dict] | None, protocol: str | None) -> None:
+    """Say in ``summary`` what FWT was measured against (``fwt_from``), in place.
+
+    ``summary``: the headline metrics plus option scoring's with an ``option_`` prefix (as a
+    run's metrics.json holds them); ``zero_eval``: the zero-shot evaluation records;
+    ``protocol``: the run's headline protocol label (generation labels start "generate").
+
+    Option scoring needs no answer format, so its zero-shot is fair. With a generation
+    headline whose zero-shot answers are mostly not labels (share below
+    ``ZERO_SHOT_ANSWER_SHARE``), the headline ``fwt`` is replaced by option scoring's
+    (``fwt_from: "options"``; the generation value is kept as ``generation_fwt``), or dropped
+    (``fwt_from: "none"``) when option scoring did not run; ``zero_shot_answer_share`` records
+    the share. Otherwise ``fwt_from`` is ``"headline"``.
+    """
+    if "fwt" not in summary:
+        return
+    share = zero_shot_answer_share(zero_eval)
+    summary["fwt_from"] = "headline"
+    if not (protocol or "").startswith("generate") or share is None:
+        return
+    summary["zero_shot_answer_share"] = share
+    if share < ZERO_SHOT_ANSWER_SHARE:
+        summary["generation_fwt"] = summary.pop("fwt")
+        if "option_fwt" in summary:
+            summary["fwt"], summary["fwt_from"] = summary["option_fwt"], "options"
+        else:
+            summary["fwt_from"] = "none"
