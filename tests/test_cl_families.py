@@ -5,7 +5,7 @@ import pytest
 from _helpers.runs import TINY_RUN
 from tolerances import tolerance
 
-from asvd_jax.cl import load_config, run
+from asvd_jax.cl import RunError, load_config, run
 
 BASE = TINY_RUN + ["data.max_len=96"]
 
@@ -52,3 +52,49 @@ def test_option_pool_scores_over_every_answer_of_the_sequence(tmp_path):
     assert option_pool("task", tasks, NoPool()) is None
     with pytest.raises(ValueError, match="NoPool adapter cannot score"):
         option_pool("sequence", tasks, NoPool())
+
+
+def test_training_tasks_see_the_answers_of_every_task_so_far():
+    from types import SimpleNamespace
+
+    from asvd_jax.cl._option_pool import training_tasks
+    from asvd_jax.data import Example, Task
+
+    ex = lambda label: Example(text="t", label=label)  # noqa: E731
+    tasks = [Task("a", "i", ("x", "y"), (ex("x"),), (), (ex("y"),)),
+             Task("b", "i", ("z", "w"), (ex("w"),), (), (ex("z"),)),
+             Task("c", "i", ("v", "x"), (ex("v"),), (), (ex("x"),))]
+    enc = SimpleNamespace(trains_on_options=True)
+    assert training_tasks("task", tasks, enc) == tuple(tasks)
+    seen = training_tasks("seen", tasks, enc)
+    # Own options first (labels keep their place), then the earlier tasks' answers, no repeats.
+    assert [t.options for t in seen] == [("x", "y"), ("z", "w", "x", "y"), ("v", "x", "y", "z", "w")]
+    assert [t.train for t in seen] == [t.train for t in tasks]
+    joint = training_tasks("seen", tasks, enc, joint=True)
+    assert joint[0].options == ("x", "y", "z", "w", "v")
+    with pytest.raises(ValueError, match="does not contrast answer options"):
+        training_tasks("seen", tasks, SimpleNamespace())
+
+
+def test_training_option_pool_seen_trains_the_encoder_against_earlier_answers(tmp_path):
+    """train.option_pool=seen: stage 2's batches and early stopping score over both tasks' words."""
+    from asvd_jax.cl import Runner
+
+    cfg = BASE + ["model.family=bert", "eval.option_pool=sequence", "train.option_pool=seen",
+                  "method.name=asvd", "checkpoint.export_hf=false", "eval.zero_shot=false",
+                  "eval.lm_loss=false", "train.patience=2", "train.eval_every=1",
+                  "train.stop_holdout=4", "train.epochs=2"]
+    runner = Runner(load_config(None, cfg), run_dir=str(tmp_path / "seen"))
+    runner.setup()
+    first, second = (items[0][0] for _, items in runner.stages)
+    t0, t1 = runner.tasks
+    assert first.options == t0.options
+    assert second.options == tuple(dict.fromkeys([*t1.options, *t0.options]))
+    batch = runner.adapter.train_batch(runner.stages[1][1][:4])
+    runner.trackers.close()
+    assert (batch["option_valid"].sum(1) == len(second.options)).all()
+    m = run(load_config(None, cfg), run_dir=str(tmp_path / "run"))
+    assert m["status"] == "complete"
+    assert all(r["train"]["early_stopping"]["history"] for r in m["rows"])
+    with pytest.raises(RunError, match="train.option_pool=seen: the DecoderAdapter"):
+        run(load_config(None, BASE + ["train.option_pool=seen"]), run_dir=str(tmp_path / "dec"))

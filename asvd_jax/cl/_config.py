@@ -194,6 +194,12 @@ class TrainConfig:
     """Early stopping on this many held-out training examples per task (class-balanced,
     removed from training) instead of the dev split; use it for dev sweeps
     (``eval.split: dev``), where stopping on dev would bias the diagonal R[j, j] upwards."""
+    option_pool: str = "task"
+    """Which answers an option-contrastive loss (the encoder's) contrasts a task's inputs
+    with: ``task``, its own label words; ``seen``, the label words of every task trained so
+    far, this one included (the class-incremental protocol; the answers of earlier tasks are
+    negatives, not their data). Early stopping scores over the same answers. Goes with
+    ``eval.option_pool: sequence``, which scores every answer of the sequence."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +306,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.protocol": ("auto", "generate", "options", "both"),
     "eval.split": ("test", "dev"),
     "eval.option_pool": ("task", "sequence"),
+    "train.option_pool": ("task", "seen"),
 }
 
 

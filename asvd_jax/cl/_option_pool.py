@@ -1,4 +1,5 @@
-"""``eval.option_pool``: which answers option scoring chooses from.
+"""``eval.option_pool``: which answers option scoring chooses from (and ``train.option_pool``:
+which answers an option-contrastive training loss contrasts with).
 
 ``task`` scores each task against its own label words: the model is told which answers are
 possible (a task-incremental protocol), which hides a drift towards a later task's answers.
@@ -29,6 +30,33 @@ def option_pool(name: str, tasks: Sequence[Any], adapter: Any) -> tuple[str, ...
     if missing:
         raise ValueError(f"eval.option_pool={name}: task(s) {missing} have no label words")
     return tuple(dict.fromkeys(o for t in tasks for o in t.options))
+
+
+def training_tasks(name: str, tasks: Sequence[Any], adapter: Any, joint: bool = False) -> tuple:
+    """``train.option_pool``: the tasks as training and early stopping see them.
+
+    ``task``: the tasks themselves. ``seen``: each task with the label words of every task up
+    to it (all of them for a joint stage, ``joint``) as its options, its own first, so an
+    option-contrastive loss also pushes its inputs away from earlier tasks' answers. ValueError
+    for an adapter whose loss does not contrast options (``trains_on_options``) or a task
+    without label words.
+    """
+    import dataclasses
+
+    if name == "task":
+        return tuple(tasks)
+    if not getattr(adapter, "trains_on_options", False):
+        raise ValueError(f"train.option_pool={name}: the {type(adapter).__name__} adapter's loss "
+                         f"does not contrast answer options (no `trains_on_options`)")
+    missing = [t.name for t in tasks if not t.options]
+    if missing:
+        raise ValueError(f"train.option_pool={name}: task(s) {missing} have no label words")
+    out = []
+    for j, task in enumerate(tasks):
+        seen = tasks if joint else tasks[: j + 1]
+        options = tuple(dict.fromkeys([*task.options, *(o for t in seen for o in t.options)]))
+        out.append(dataclasses.replace(task, options=options))
+    return tuple(out)
 
 
 def evaluate(adapter: Any, params: Any, task: Any, examples: Sequence[Any],

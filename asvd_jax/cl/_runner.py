@@ -165,10 +165,13 @@ class Runner:
                                       c.eval.max_new_tokens, c.eval.split)
         for w in self.warnings:  # shown even without progress output
             print(f"[asvd-jax] warning: {w}", file=sys.stderr, flush=True)
-        from asvd_jax.cl._option_pool import option_pool
+        from asvd_jax.cl._option_pool import option_pool, training_tasks
 
         try:
             self.option_pool = option_pool(c.eval.option_pool, self.tasks, self.adapter)
+            # What training and early stopping see (train.option_pool); evaluation: self.tasks.
+            self.train_tasks = training_tasks(c.train.option_pool, self.tasks, self.adapter,
+                                              joint=c.method.name == "mtl")
         except ValueError as e:
             raise RunError(str(e)) from None
         self.params0 = shard_tree(self.adapter.params, self.mesh)
@@ -178,10 +181,10 @@ class Runner:
         self._timed("model", time.perf_counter() - t)
         self.method = self._build_method()
         if c.method.name == "mtl":
-            joint = [(task, ex) for task in self.tasks for ex in task.train]
+            joint = [(task, ex) for task in self.train_tasks for ex in task.train]
             self.stages = [("joint", joint)]
         else:
-            self.stages = [(task.name, [(task, ex) for ex in task.train]) for task in self.tasks]
+            self.stages = [(task.name, [(task, ex) for ex in task.train]) for task in self.train_tasks]
         self.ckpt = Checkpointer(self.run_dir, keep_tasks=c.checkpoint.keep_tasks,
                                  keep_steps=max(c.checkpoint.keep_steps, 1))
         from asvd_jax.cl._trackers import Trackers
@@ -218,7 +221,7 @@ class Runner:
     def _stats_batches(self, stage: int):
         """Batches of the previous stage's training data for rank statistics (with a bar)."""
         c = self.config
-        task = self.tasks[stage - 1]
+        task = self.train_tasks[stage - 1]  # the batches as the previous stage trained on them
         items = statistics_items(task, c.method.stats_examples, c.data.seed)
         bs = c.train.batch_size
         chunks = [items[s:s + bs] for s in range(0, len(items), bs)]

@@ -93,7 +93,7 @@ def begin_stage(runner, stage: int, params, step_meta: dict | None, moments) -> 
     stop = make_stopper(c.train, stream.per_epoch // c.train.grad_accum, stream.optimizer_steps)
     st = Stage(index=stage, name=name, stream=stream, ctx=ctx, trainable=trainable, frozen=frozen,
                opt_state=opt_state, step_fn=step_fn, stop=stop,
-               tasks=runner.tasks if c.method.name == "mtl" else [runner.tasks[stage]],
+               tasks=runner.train_tasks if c.method.name == "mtl" else [runner.train_tasks[stage]],
                start_seconds=start_seconds)
     if step_meta is not None:
         restore_step(runner, st, step_meta)

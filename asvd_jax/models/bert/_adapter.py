@@ -23,7 +23,11 @@ class EncoderAdapter(SplitAdapter):
     """BERT-style encoders: option scoring by embedding similarity."""
 
     family = "bert"
-    max_options = 8
+    max_options = 32
+    """Option slots per training row at most (``train.option_pool: seen`` over a long
+    sequence needs more than one task's 3-8)."""
+    trains_on_options = True
+    """The loss contrasts each input with its task's options (``train.option_pool`` applies)."""
     option_len = 16
     min_width = None  # compact batches are at least this wide (the runner: a short stage's width)
     compact = True
@@ -45,14 +49,16 @@ class EncoderAdapter(SplitAdapter):
         if not items:
             raise ValueError("train_batch: no items")
         texts = [f"{t.instruction}\n{e.text}" for t, e in items]
-        o, width = self.max_options, self.option_len
+        n_max = max(len(t.options) for t, _ in items)
+        # Without compact batches: 8 slots (one task's options), more only when a row needs them.
+        o, width = min(max(8, round_up(n_max, 4)), self.max_options), self.option_len
         if self.compact:  # the batch's own lengths and option counts, rounded up
             from asvd_jax.data import encoder_batch
 
             b = widen(encoder_batch(self.tokenizer, texts, self.max_len, pad_multiple=PAD_MULTIPLE),
                       self.min_width or 0, self.tokenizer.pad_id)
             ids, mask = b["input_ids"], b["attention_mask"]
-            o = min(round_up(max(len(t.options) for t, _ in items), 4), self.max_options)
+            o = min(round_up(n_max, 4), self.max_options)
             longest = max(int(self._encode(list(t.options), self.option_len)[1].sum(1).max())
                           for t in {id(t): t for t, _ in items}.values())
             width = min(round_up(longest, 4), self.option_len)
