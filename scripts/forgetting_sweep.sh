@@ -21,8 +21,10 @@ MINILM=experiments/forgetting_minilm.yaml
 SMOL=experiments/forgetting_smollm2.yaml
 
 # The MiniLM preset scores over every answer of the sequence (eval.option_pool=sequence, the
-# "-pool" runs); the runs without "-pool" score each task's own options, where SeqFT does not
-# forget (docs/forgetting.md).
+# "-pool" and "-seen" runs); the runs without either score each task's own options, where
+# SeqFT does not forget (docs/forgetting.md). The "-seen" runs train against the answers of
+# every task so far (train.option_pool=seen, the preset's setting); the others train against
+# each task's own options, as they ran before that setting existed.
 # name -> "CONFIG overrides..." on the presets (lr 5e-5 MiniLM / 3e-5 SmolLM2, early stopping,
 # the paper's rank policy). Order: SeqFT first (the forgetting regime must exist), then asvd.
 NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-asvd-budget
@@ -32,32 +34,42 @@ NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-as
        minilm-asvd-uniform0.25-pool minilm-asvd-uniform0.75-pool minilm-mtl-nostop150-pool
        minilm-ewc1e4-pool minilm-ewc1e5-pool minilm-ewc1e6-pool minilm-lora-lr1e-3-pool
        minilm-lora-lr1e-4-pool minilm-olora-lr1e-3-pool minilm-olora-lr1e-4-pool
+       minilm-seqft-seen minilm-asvd-seen minilm-ewc1e4-seen minilm-olora-lr1e-4-seen
+       minilm-lora-lr1e-3-seen minilm-mtl-nostop150-seen
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
-  [minilm-seqft]="$MINILM method.name=seqft eval.option_pool=task"
-  [minilm-asvd]="$MINILM method.name=asvd eval.option_pool=task"
-  [minilm-seqft-lr1e-4]="$MINILM method.name=seqft train.lr=1e-4 eval.option_pool=task"
-  [minilm-asvd-lr1e-4]="$MINILM method.name=asvd train.lr=1e-4 eval.option_pool=task"
-  [minilm-asvd-budget]="$MINILM method.name=asvd method.rank_policy=budget eval.option_pool=task"
-  [minilm-asvd-budget-cap0.9]="$MINILM method.name=asvd method.rank_policy.budget.max_fraction=0.9 eval.option_pool=task"
-  [minilm-asvd-progressive]="$MINILM method.name=asvd method.rank_policy=progressive eval.option_pool=task"
-  [minilm-seqft-pool]="$MINILM method.name=seqft eval.option_pool=sequence"
-  [minilm-asvd-pool]="$MINILM method.name=asvd eval.option_pool=sequence"
-  [minilm-asvd-budget-pool]="$MINILM method.name=asvd method.rank_policy=budget eval.option_pool=sequence"
+  [minilm-seqft]="$MINILM method.name=seqft eval.option_pool=task train.option_pool=task"
+  [minilm-asvd]="$MINILM method.name=asvd eval.option_pool=task train.option_pool=task"
+  [minilm-seqft-lr1e-4]="$MINILM method.name=seqft train.lr=1e-4 eval.option_pool=task train.option_pool=task"
+  [minilm-asvd-lr1e-4]="$MINILM method.name=asvd train.lr=1e-4 eval.option_pool=task train.option_pool=task"
+  [minilm-asvd-budget]="$MINILM method.name=asvd method.rank_policy=budget eval.option_pool=task train.option_pool=task"
+  [minilm-asvd-budget-cap0.9]="$MINILM method.name=asvd method.rank_policy.budget.max_fraction=0.9 eval.option_pool=task train.option_pool=task"
+  [minilm-asvd-progressive]="$MINILM method.name=asvd method.rank_policy=progressive eval.option_pool=task train.option_pool=task"
+  [minilm-seqft-pool]="$MINILM method.name=seqft eval.option_pool=sequence train.option_pool=task"
+  [minilm-asvd-pool]="$MINILM method.name=asvd eval.option_pool=sequence train.option_pool=task"
+  [minilm-asvd-budget-pool]="$MINILM method.name=asvd method.rank_policy=budget eval.option_pool=sequence train.option_pool=task"
   [minilm-asvd-pool-lr2e-4]="$MINILM method.name=asvd eval.option_pool=sequence train.lr=2e-4"
-  [minilm-asvd-uniform0.5-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.5 eval.option_pool=sequence"
-  [minilm-asvd-budget0.5-pool]="$MINILM method.name=asvd method.rank_policy.budget.trr=0.5 eval.option_pool=sequence"
-  [minilm-asvd-uniform0.25-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.25 eval.option_pool=sequence"
-  [minilm-asvd-uniform0.75-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.75 eval.option_pool=sequence"
-  [minilm-mtl-pool]="$MINILM method.name=mtl eval.option_pool=sequence"
-  [minilm-mtl-nostop150-pool]="$MINILM method.name=mtl train.patience=0 train.max_steps=150 eval.option_pool=sequence"
-  [minilm-ewc1e4-pool]="$MINILM method.name=ewc method.ewc_lambda=1e4 eval.option_pool=sequence"
-  [minilm-ewc1e5-pool]="$MINILM method.name=ewc method.ewc_lambda=1e5 eval.option_pool=sequence"
-  [minilm-ewc1e6-pool]="$MINILM method.name=ewc method.ewc_lambda=1e6 eval.option_pool=sequence"
-  [minilm-lora-lr1e-3-pool]="$MINILM method.name=lora method.lora_lr=1e-3 eval.option_pool=sequence"
-  [minilm-lora-lr1e-4-pool]="$MINILM method.name=lora method.lora_lr=1e-4 eval.option_pool=sequence"
-  [minilm-olora-lr1e-3-pool]="$MINILM method.name=olora method.lora_lr=1e-3 eval.option_pool=sequence"
-  [minilm-olora-lr1e-4-pool]="$MINILM method.name=olora method.lora_lr=1e-4 eval.option_pool=sequence"
+  [minilm-asvd-uniform0.5-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.5 eval.option_pool=sequence train.option_pool=task"
+  [minilm-asvd-budget0.5-pool]="$MINILM method.name=asvd method.rank_policy.budget.trr=0.5 eval.option_pool=sequence train.option_pool=task"
+  [minilm-asvd-uniform0.25-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.25 eval.option_pool=sequence train.option_pool=task"
+  [minilm-asvd-uniform0.75-pool]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.75 eval.option_pool=sequence train.option_pool=task"
+  [minilm-mtl-pool]="$MINILM method.name=mtl eval.option_pool=sequence train.option_pool=task"
+  [minilm-mtl-nostop150-pool]="$MINILM method.name=mtl train.patience=0 train.max_steps=150 eval.option_pool=sequence train.option_pool=task"
+  [minilm-ewc1e4-pool]="$MINILM method.name=ewc method.ewc_lambda=1e4 eval.option_pool=sequence train.option_pool=task"
+  [minilm-ewc1e5-pool]="$MINILM method.name=ewc method.ewc_lambda=1e5 eval.option_pool=sequence train.option_pool=task"
+  [minilm-ewc1e6-pool]="$MINILM method.name=ewc method.ewc_lambda=1e6 eval.option_pool=sequence train.option_pool=task"
+  [minilm-lora-lr1e-3-pool]="$MINILM method.name=lora method.lora_lr=1e-3 eval.option_pool=sequence train.option_pool=task"
+  [minilm-lora-lr1e-4-pool]="$MINILM method.name=lora method.lora_lr=1e-4 eval.option_pool=sequence train.option_pool=task"
+  [minilm-olora-lr1e-3-pool]="$MINILM method.name=olora method.lora_lr=1e-3 eval.option_pool=sequence train.option_pool=task"
+  [minilm-olora-lr1e-4-pool]="$MINILM method.name=olora method.lora_lr=1e-4 eval.option_pool=sequence train.option_pool=task"
+  # train.option_pool=seen: the contrastive loss over the answers of every task so far (the
+  # class-incremental protocol; docs/forgetting.md, "Training against the answers seen so far").
+  [minilm-seqft-seen]="$MINILM method.name=seqft eval.option_pool=sequence train.option_pool=seen"
+  [minilm-asvd-seen]="$MINILM method.name=asvd eval.option_pool=sequence train.option_pool=seen"
+  [minilm-ewc1e4-seen]="$MINILM method.name=ewc method.ewc_lambda=1e4 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-olora-lr1e-4-seen]="$MINILM method.name=olora method.lora_lr=1e-4 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-lora-lr1e-3-seen]="$MINILM method.name=lora method.lora_lr=1e-3 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-mtl-nostop150-seen]="$MINILM method.name=mtl train.patience=0 train.max_steps=150 eval.option_pool=sequence train.option_pool=seen"
   [smollm2-seqft]="$SMOL method.name=seqft"
   [smollm2-asvd]="$SMOL method.name=asvd"
   [smollm2-seqft-lr1e-4]="$SMOL method.name=seqft train.lr=1e-4"

@@ -14,7 +14,7 @@ DEMO_OVERRIDES = {
     "data": {"suite": "offline_disjoint"},
     "method": {"stats_examples": 64},
     "train": {"lr": 5e-5, "epochs": 10, "max_steps": 150, "patience": 3, "eval_every": 5,
-              "stop_holdout": 30},
+              "stop_holdout": 30, "option_pool": "seen"},
     "eval": {"batch_size": 32, "protocol": "options", "option_pool": "sequence"},
     "checkpoint": {"export_hf": False},
 }
