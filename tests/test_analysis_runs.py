@@ -124,6 +124,9 @@ def test_reads_a_real_runner_directory(tmp_path):
     for key, value in metrics["summary"].items():
         if key in ("average_accuracy", "bwt", "forgetting", "fwt"):
             assert_close(run_summary(r)[key], value, "float64")
+    # Numbers only (notebooks round every value), the FWT choice included.
+    assert "generation_fwt" in run_summary(r) and all(
+        isinstance(v, float) for v in run_summary(r).values()), run_summary(r)
     assert r.rank_plans[0] is None and r.rank_plans[1] is not None
     grid = plan_grid(r.rank_plans[1], "k")
     assert np.isfinite(grid.values).any()

@@ -108,6 +108,10 @@ def test_pulse_run_directory(pulse):
     assert np.isclose(s["fwt"], acc_opt[0, 1] - zs[1]) and np.isclose(s["fwt"], s["option_fwt"])
     assert np.isclose(s["generation_fwt"], acc[0, 1] - m["zero_shot"]["accuracy"][1])
     assert "the headline FWT is option scoring's" in (pulse / "summary.md").read_text()
+    from asvd_jax.analysis import load_run, run_summary  # the analysis reads the same choice
+
+    rs = run_summary(load_run(pulse))
+    assert np.isclose(rs["fwt"], s["fwt"]) and all(isinstance(v, float) for v in rs.values()), rs
     for row in m["rows"]:
         for e in row["eval"]:
             assert len(e["predictions"]) == len(e["correct"]) == e["n"]

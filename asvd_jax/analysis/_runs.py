@@ -178,7 +178,8 @@ def run_summary(run: Any, key: str = "accuracy") -> dict[str, float]:
         opt = {} if np.isnan(opt).any() else run_summary(run, "option_accuracy")
         both = {**out, **{"option_" + k: v for k, v in opt.items()}}
         choose_fwt(both, (run.metrics.get("zero_shot") or {}).get("eval"), run.metrics.get("protocol"))
-        out = {k: v for k, v in both.items() if not k.startswith("option_")}
+        # Numbers only (callers round and average them): which FWT it is stays in metrics.json.
+        out = {k: v for k, v in both.items() if not k.startswith("option_") and k != "fwt_from"}
     return out
 
 
