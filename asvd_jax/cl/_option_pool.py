@@ -26,9 +26,15 @@ def option_pool(name: str, tasks: Sequence[Any], adapter: Any) -> tuple[str, ...
     if "options" not in inspect.signature(adapter.evaluate).parameters:
         raise ValueError(f"eval.option_pool={name}: the {type(adapter).__name__} adapter cannot "
                          f"score a pool of options (its evaluate() takes no `options`)")
+    return answers(tasks, f"eval.option_pool={name}")
+
+
+def answers(tasks: Sequence[Any], setting: str) -> tuple[str, ...]:
+    """The label words of ``tasks`` in order, each once; ValueError naming ``setting`` when a
+    task has none (a generation task)."""
     missing = [t.name for t in tasks if not t.options]
     if missing:
-        raise ValueError(f"eval.option_pool={name}: task(s) {missing} have no label words")
+        raise ValueError(f"{setting}: task(s) {missing} have no label words")
     return tuple(dict.fromkeys(o for t in tasks for o in t.options))
 
 
@@ -48,15 +54,11 @@ def training_tasks(name: str, tasks: Sequence[Any], adapter: Any, joint: bool = 
     if not getattr(adapter, "trains_on_options", False):
         raise ValueError(f"train.option_pool={name}: the {type(adapter).__name__} adapter's loss "
                          f"does not contrast answer options (no `trains_on_options`)")
-    missing = [t.name for t in tasks if not t.options]
-    if missing:
-        raise ValueError(f"train.option_pool={name}: task(s) {missing} have no label words")
-    out = []
-    for j, task in enumerate(tasks):
-        seen = tasks if joint else tasks[: j + 1]
-        options = tuple(dict.fromkeys([*task.options, *(o for t in seen for o in t.options)]))
-        out.append(dataclasses.replace(task, options=options))
-    return tuple(out)
+    setting = f"train.option_pool={name}"
+    answers(tasks, setting)
+    # Own options first (a label keeps its index), then the earlier tasks' words.
+    return tuple(dataclasses.replace(task, options=answers(
+        [task, *(tasks if joint else tasks[: j + 1])], setting)) for j, task in enumerate(tasks))
 
 
 def evaluate(adapter: Any, params: Any, task: Any, examples: Sequence[Any],
