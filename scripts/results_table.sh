@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The README's results table for the offline suite, reproducible on a 2-core CPU.
 #   bash scripts/results_table.sh [OUT_DIR [RUN ...]]      (default runs/table, every run)
+#   SEEDS=0 bash scripts/results_table.sh ...                (default SEEDS=0,1,2)
+# Each run is a multi-seed parent (OUT_DIR/<run>/seed<k>/, train.seed = data.seed = k), so the
+# report gives mean +- std over seeds and the paired bootstrap interval against SeqFT.
 # MiniLM: all six methods over the three orders (18 runs, ~4-5 min each on 2 cores).
 # SmolLM2-135M: order 1 for this method, SeqFT, O-LoRA and MTL (4 runs, ~7 min each).
 # A RUN is named <model>-o<order>-<method> (e.g. minilm-o2-ewc, smollm2-o1-asvd); naming some
@@ -13,6 +16,7 @@ set -euo pipefail
 OUT=${1:-runs/table}
 shift || true
 CLI=${ASVD_JAX_CLI:-asvd-jax}
+SEEDS=${SEEDS:-0,1,2}
 source "$(dirname "$0")/_run_or_resume.sh"
 
 RUNS=("$@")
@@ -30,7 +34,8 @@ for name in "${RUNS[@]}"; do
     exit 2
   fi
   model=${BASH_REMATCH[1]} order=${BASH_REMATCH[2]} method=${BASH_REMATCH[3]}
-  run_or_resume "$OUT/$name" "experiments/offline_${model}_order$order.yaml" --set "method.name=$method"
+  run_or_resume "$OUT/$name" "experiments/offline_${model}_order$order.yaml" --set "method.name=$method" \
+    --set "run.seeds=[$SEEDS]"
 done
 shopt -s nullglob
 $CLI report "$OUT"/minilm-o*-* "$OUT"/smollm2-o1-*
