@@ -101,4 +101,4 @@ done_dirs=()
 for name in "${NAMES[@]}"; do
   compgen -G "$OUT/$name/seed*/metrics.json" > /dev/null && done_dirs+=("$OUT/$name")
 done
-[ ${#done_dirs[@]} -gt 0 ] && $CLI report "${done_dirs[@]}"
+if [ ${#done_dirs[@]} -gt 0 ]; then $CLI report "${done_dirs[@]}"; fi

@@ -1,0 +1,105 @@
+"""The experiment scripts (scripts/*.sh) run every cell they name with a valid configuration.
+
+A fake CLI (``ASVD_JAX_CLI``) records each call instead of training, so these tests read what
+the scripts would run: every sweep cell's overrides load (a typo in a key fails here, not an
+hour into a sweep), and the seed list reaches each run.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+import subprocess
+
+import pytest
+
+from asvd_jax.cl import load_config
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _fake_cli(tmp_path):
+    log = tmp_path / "calls.txt"
+    cli = tmp_path / "fake-cli"
+    # One line per call, every argument shell-quoted, so the test can split it back.
+    cli.write_text('#!/usr/bin/env bash\nprintf "%q " "$@" >> "$CALLS"\necho >> "$CALLS"\n')
+    cli.chmod(cli.stat().st_mode | stat.S_IXUSR)
+    return cli, log
+
+
+def _run_script(tmp_path, script, args, **env):
+    cli, log = _fake_cli(tmp_path)
+    full_env = {**os.environ, "ASVD_JAX_CLI": str(cli), "CALLS": str(log), **env}
+    proc = subprocess.run(["bash", os.path.join("scripts", script), *args], cwd=ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=60)
+    calls = [shlex.split(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return proc, calls
+
+
+def _config_and_overrides(call):
+    """(config path, [k=v, ...], run dir) of one recorded `run CONFIG --set ... --run-dir D`."""
+    assert call[0] == "run", call
+    config, sets, run_dir = call[1], [], None
+    i = 2
+    while i < len(call):
+        if call[i] == "--set":
+            sets.append(call[i + 1])
+            i += 2
+        elif call[i] == "--run-dir":
+            run_dir = call[i + 1]
+            i += 2
+        else:
+            i += 1
+    return config, sets, run_dir
+
+
+def _sweep_names():
+    with open(os.path.join(ROOT, "scripts", "forgetting_sweep.sh")) as f:
+        text = f.read()
+    body = text.split("NAMES=(", 1)[1].split(")", 1)[0]
+    return body.split()
+
+
+def test_forgetting_sweep_every_cell_loads(tmp_path):
+    names = _sweep_names()
+    assert len(names) == len(set(names)), "a sweep cell is listed twice"
+    proc, calls = _run_script(tmp_path, "forgetting_sweep.sh", [str(tmp_path / "out"), *names],
+                              SEEDS="0,1", SPLIT="dev")
+    assert proc.returncode == 0, proc.stderr
+    runs = [c for c in calls if c[0] == "run"]
+    assert [os.path.basename(_config_and_overrides(c)[2]) for c in runs] == names
+    for call in runs:
+        config, sets, run_dir = _config_and_overrides(call)
+        cfg = load_config(os.path.join(ROOT, config), sets)  # raises on an unknown key or value
+        assert cfg.run.seeds == (0, 1), run_dir
+        assert cfg.eval.split == "dev" and cfg.train.stop_holdout == 30, run_dir
+
+
+def test_forgetting_sweep_unknown_cell_fails_before_running(tmp_path):
+    proc, calls = _run_script(tmp_path, "forgetting_sweep.sh",
+                              [str(tmp_path / "out"), "minilm-seqft-seen", "minilm-nosuch"])
+    assert proc.returncode == 2 and "unknown run 'minilm-nosuch'" in proc.stderr
+    assert calls == []
+
+
+@pytest.mark.parametrize("seeds, want", [(None, (0, 1, 2)), ("4", (4,))])
+def test_results_table_passes_the_seed_list(tmp_path, seeds, want):
+    env = {} if seeds is None else {"SEEDS": seeds}
+    names = ["minilm-o1-asvd", "minilm-o3-lora", "smollm2-o1-seqft"]
+    proc, calls = _run_script(tmp_path, "results_table.sh", [str(tmp_path / "t"), *names], **env)
+    assert proc.returncode == 0, proc.stderr
+    runs = [c for c in calls if c[0] == "run"]
+    assert [os.path.basename(_config_and_overrides(c)[2]) for c in runs] == names
+    for call, name in zip(runs, names):
+        config, sets, _ = _config_and_overrides(call)
+        cfg = load_config(os.path.join(ROOT, config), sets)
+        assert cfg.run.seeds == want
+        assert cfg.method.name == name.rsplit("-", 1)[1]
+    assert calls[-1][0] == "report"
+
+
+def test_results_table_bad_name(tmp_path):
+    proc, calls = _run_script(tmp_path, "results_table.sh", [str(tmp_path / "t"), "minilm-o4-asvd"])
+    assert proc.returncode == 2 and "bad run name 'minilm-o4-asvd'" in proc.stderr
+    assert calls == []
