@@ -4,8 +4,9 @@
 #   SEEDS=0 bash scripts/results_table.sh ...                (default SEEDS=0,1,2)
 # Each run is a multi-seed parent (OUT_DIR/<run>/seed<k>/, train.seed = data.seed = k), so the
 # report gives mean +- std over seeds and the paired bootstrap interval against SeqFT.
-# MiniLM: all six methods over the three orders (18 runs, ~4-5 min each on 2 cores).
-# SmolLM2-135M: order 1 for this method, SeqFT, O-LoRA and MTL (4 runs, ~7 min each).
+# MiniLM: all six methods over the three orders (18 runs per seed, ~4-5 min each on 2 cores).
+# SmolLM2-135M: order 1 for this method, SeqFT, O-LoRA and MTL (4 runs per seed; at 60 test
+# examples per task 26-32 min each on one core, most of it evaluation).
 # A RUN is named <model>-o<order>-<method> (e.g. minilm-o2-ewc, smollm2-o1-asvd); naming some
 # runs runs only those, so two disjoint lists can share a machine in two shells. By default
 # runs go in the order that fills the table's most informative rows first (MiniLM order 1,
