@@ -90,6 +90,36 @@ def test_group_and_summary_hand_computed(tmp_path):
     assert "75.0 +- 7.1" in table and "+5.0 [+0.0, +10.0]" in table
 
 
+def test_report_one_seed_pair_shows_the_examples_interval(tmp_path):
+    from asvd_jax.cl import comparison_output
+
+    root = str(tmp_path)
+    a = _write_run(root, "a0", "asvd", 0, [[0.8, 0.1], [0.6, 0.8]], correct=[[1, 1, 0, 1, 0], [1, 1, 1, 0, 1]])
+    s = _write_run(root, "s0", "seqft", 0, [[0.9, 0.0], [0.3, 0.9]], correct=[[0, 1, 0, 0, 1], [1, 1, 0, 0, 1]])
+
+    def metrics(d):  # as a finished run writes it: summary and matrices filled in
+        from asvd_jax.cl._report import report_view
+
+        with open(os.path.join(d, "metrics.json")) as f:
+            m = report_view(json.load(f))
+        m.pop("partial")
+        return m
+
+    text = comparison_output([a, s], [metrics(a), metrics(s)], "md")
+    assert "Against SeqFT, one seed per group" in text and "Over seeds" not in text
+    # AA 0.7 against 0.6 on seed 0: the seed "interval" is the point; the examples one is the
+    # paired bootstrap of the final row's per-example correctness (0.7 against 0.5 there).
+    groups = group_by_seed([a, s])
+    want = seed_summary(groups)[0]["vs"]["interval_examples"]
+    row = next(line for line in text.splitlines() if line.startswith("| asvd |"))
+    assert "+10.0 [+10.0, +10.0]" in row
+    assert f"+20.0 [{100 * want['low']:+.1f}, {100 * want['high']:+.1f}]" in row
+    assert want["low"] < 0.2 < want["high"]
+    # Without a SeqFT run there is nothing to pair with: the per-run table only.
+    alone = comparison_output([a], [metrics(a)], "md")
+    assert "Against SeqFT" not in alone and "Over seeds" not in alone
+
+
 def test_seed_parent_expands_and_repeated_seed_is_an_error(tmp_path):
     root = str(tmp_path)
     parent = os.path.join(root, "multi")

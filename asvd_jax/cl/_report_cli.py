@@ -29,5 +29,10 @@ def comparison_output(run_dirs: Sequence[str], metrics_list: Sequence[dict], fmt
     if any(len(g.runs) > 1 for g in groups):
         text += ("\nOver seeds (mean +- sample std; complete runs only; intervals: "
                  "docs/analysis.md):\n\n" + seed_table(groups) + "\n")
+    elif len(groups) > 1 and any(g.runs[0].method == "seqft" for g in groups):
+        # One seed per group still pairs each run with SeqFT example by example: the
+        # bootstrap over test examples is the interval to read (the seed one is the point).
+        text += ("\nAgainst SeqFT, one seed per group (the interval to read is the one over test "
+                 "examples; docs/analysis.md):\n\n" + seed_table(groups) + "\n")
     return text
 
