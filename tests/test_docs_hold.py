@@ -114,6 +114,12 @@ def test_readme_own_sequence_walkthrough(tmp_path, monkeypatch, capsys):
         args = shlex.split(line, comments=True)
         assert args[0] == "asvd-jax"
         assert main(args[1:]) == 0, line
-    table = capsys.readouterr().out.strip().splitlines()[-4:]
-    assert table[0].startswith("| run | method | status | AA")
+    out = capsys.readouterr().out.splitlines()
+    # `report` prints the per-run table, then (one seed per group, a SeqFT run among them) the
+    # paired table against SeqFT.
+    head = [i for i, line in enumerate(out) if line.startswith("| run | method | status | AA")]
+    table = out[head[-1]:head[-1] + 4]  # each `run` prints its own table first
     assert "| mine-asvd | asvd | complete |" in table[2] and "| mine-seqft | seqft | complete |" in table[3]
+    paired = out[out.index(next(l for l in out if l.startswith("Against SeqFT, one seed per group"))):]
+    assert paired[2].startswith("| group | seeds | AA |")
+    assert any(l.startswith("| asvd | 0 |") for l in paired) and any(l.startswith("| seqft | 0 |") for l in paired)
