@@ -74,13 +74,15 @@ def _run(args) -> int:
     seeds = [f"run.seeds=[{args.seeds}]"] if args.seeds else []
     config = load_config(args.config, [*args.overrides, *seeds])
     if config.run.seeds:
-        from asvd_jax.analysis import group_by_seed, seed_table
         from asvd_jax.cl import run_seeds, seeds_parent
+        from asvd_jax.cl._report_cli import comparison_output
+        from asvd_jax.cl._seeds import seed_configs, seed_dir
 
         parent = seeds_parent(config, args.run_dir)
         results = run_seeds(config, run_dir=parent, resume=args.resume,
                             log=lambda s: print(s, file=sys.stderr, flush=True))
-        print(comparison_table(results) + "\n\n" + seed_table(group_by_seed([parent])))
+        dirs = [seed_dir(parent, k) for k, _ in seed_configs(config)]
+        print(comparison_output(dirs, results, "markdown"), end="")  # as `asvd-jax report` prints it
         return 0
     metrics = run(config, run_dir=args.run_dir, resume=args.resume)
     print(comparison_table([metrics]))
@@ -105,14 +107,11 @@ def _demo(args) -> int:
         initial = {k: results[0][k] for k in ("zero_shot", "general_ability") if results and k in results[0]}
         results.append(run(config, initial=initial))
         run_dirs.append(os.path.join(config.run.out_dir, config.run.name))
-    print(comparison_table(results))
-    if "seqft" in methods and len(methods) > 1:
-        from asvd_jax.analysis import group_by_seed, seed_table
+    # The same tables as `asvd-jax report` on these run directories (one seed per group and a
+    # SeqFT run: the paired interval over test examples is the one to read).
+    from asvd_jax.cl._report_cli import comparison_output
 
-        # One seed: the interval to read is the one over test examples (the seed interval of
-        # a single seed is the point itself); the preset's three seeds give the seed spread.
-        print("\nAgainst SeqFT (one seed; paired bootstrap 95% interval over the test examples):\n")
-        print(seed_table(group_by_seed(run_dirs)))
+    print(comparison_output(run_dirs, results, "markdown"), end="")
     print(f"\ntotal {time.perf_counter() - start:.0f} s; run directories under {args.out_dir}/")
     return 0
 

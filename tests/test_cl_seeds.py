@@ -155,7 +155,7 @@ def test_cli_seeds_end_to_end(tmp_path, capsys):
         cfg = yaml.safe_load((parent / f"seed{k}" / "config.yaml").read_text())
         assert cfg["train"]["seed"] == k and cfg["data"]["seed"] == k and cfg["run"]["seeds"] == []
         assert json.loads((parent / f"seed{k}" / "metrics.json").read_text())["status"] == "complete"
-    assert "| seqft | 0,1 |" in out
+    assert "| seqft | 0,1 |" in out and "| multi/seed1 | seqft | complete |" in out  # same tables as `report`
     mtime = os.path.getmtime(parent / "seed0" / "metrics.json")
     assert main(args + ["--resume"]) == 0  # both complete: nothing reruns
     assert os.path.getmtime(parent / "seed0" / "metrics.json") == mtime

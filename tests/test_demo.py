@@ -36,7 +36,7 @@ def test_demo_runs_both_methods_and_prints_the_interval(tmp_path, capsys):
     assert len(runs) == 2 and runs[0].endswith("-asvd") and runs[1].endswith("-seqft")
     for r in runs:
         assert os.path.isfile(os.path.join(tmp_path, r, "metrics.json"))
-    assert "Against SeqFT (one seed" in out
+    assert "Against SeqFT, one seed per group" in out
     # The asvd row of the seed table carries both intervals; the examples one is a real
     # interval (low <= estimate <= high), not "n/a".
     row = next(line for line in out.splitlines() if line.startswith("| asvd |"))
