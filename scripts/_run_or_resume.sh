@@ -11,3 +11,13 @@ run_or_resume() {
   [ -d "$dir" ] && resume=(--resume)
   $CLI run "$@" --run-dir "$dir" "${resume[@]}"
 }
+
+# `report_finished DIR ...`: `report` over the DIRs that hold at least one seed's metrics (a
+# run that never started is left out, and with none at all nothing is called).
+report_finished() {
+  local found=() dir
+  for dir in "$@"; do
+    compgen -G "$dir/seed*/metrics.json" > /dev/null && found+=("$dir")
+  done
+  if [ ${#found[@]} -gt 0 ]; then $CLI report "${found[@]}"; fi
+}

@@ -97,8 +97,4 @@ for name in "${RUNS[@]}"; do
   for kv in $kvs; do sets+=(--set "$kv"); done
   run_or_resume "$OUT/$name" "$config" "${sets[@]}"
 done
-done_dirs=()
-for name in "${NAMES[@]}"; do
-  compgen -G "$OUT/$name/seed*/metrics.json" > /dev/null && done_dirs+=("$OUT/$name")
-done
-if [ ${#done_dirs[@]} -gt 0 ]; then $CLI report "${done_dirs[@]}"; fi
+report_finished "${NAMES[@]/#/$OUT/}"

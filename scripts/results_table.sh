@@ -20,14 +20,14 @@ CLI=${ASVD_JAX_CLI:-asvd-jax}
 SEEDS=${SEEDS:-0,1,2}
 source "$(dirname "$0")/_run_or_resume.sh"
 
+ALL=()
+for method in asvd seqft mtl ewc lora olora; do ALL+=("minilm-o1-$method"); done
+for method in asvd seqft olora mtl; do ALL+=("smollm2-o1-$method"); done
+for order in 2 3; do
+  for method in asvd seqft mtl ewc lora olora; do ALL+=("minilm-o$order-$method"); done
+done
 RUNS=("$@")
-if [ ${#RUNS[@]} -eq 0 ]; then
-  for method in asvd seqft mtl ewc lora olora; do RUNS+=("minilm-o1-$method"); done
-  for method in asvd seqft olora mtl; do RUNS+=("smollm2-o1-$method"); done
-  for order in 2 3; do
-    for method in asvd seqft mtl ewc lora olora; do RUNS+=("minilm-o$order-$method"); done
-  done
-fi
+if [ ${#RUNS[@]} -eq 0 ]; then RUNS=("${ALL[@]}"); fi
 
 for name in "${RUNS[@]}"; do
   if [[ ! $name =~ ^(minilm|smollm2)-o([123])-([a-z]+)$ ]]; then
@@ -38,5 +38,4 @@ for name in "${RUNS[@]}"; do
   run_or_resume "$OUT/$name" "experiments/offline_${model}_order$order.yaml" --set "method.name=$method" \
     --set "run.seeds=[$SEEDS]"
 done
-shopt -s nullglob
-$CLI report "$OUT"/minilm-o*-* "$OUT"/smollm2-o1-*
+report_finished "${ALL[@]/#/$OUT/}"

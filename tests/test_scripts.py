@@ -22,8 +22,13 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 def _fake_cli(tmp_path):
     log = tmp_path / "calls.txt"
     cli = tmp_path / "fake-cli"
-    # One line per call, every argument shell-quoted, so the test can split it back.
-    cli.write_text('#!/usr/bin/env bash\nprintf "%q " "$@" >> "$CALLS"\necho >> "$CALLS"\n')
+    # One line per call, every argument shell-quoted, so the test can split it back. With
+    # FINISH=1 a `run --run-dir D` leaves D/seed0/metrics.json, as a finished seed would.
+    cli.write_text('#!/usr/bin/env bash\nprintf "%q " "$@" >> "$CALLS"\necho >> "$CALLS"\n'
+                   'prev=""\nfor a in "$@"; do\n'
+                   '  if [ "$prev" = --run-dir ] && [ "${FINISH:-0}" = 1 ]; then\n'
+                   '    mkdir -p "$a/seed0" && echo "{}" > "$a/seed0/metrics.json"\n  fi\n'
+                   '  prev=$a\ndone\n')
     cli.chmod(cli.stat().st_mode | stat.S_IXUSR)
     return cli, log
 
@@ -65,10 +70,11 @@ def test_forgetting_sweep_every_cell_loads(tmp_path):
     names = _sweep_names()
     assert len(names) == len(set(names)), "a sweep cell is listed twice"
     proc, calls = _run_script(tmp_path, "forgetting_sweep.sh", [str(tmp_path / "out"), *names],
-                              SEEDS="0,1", SPLIT="dev")
+                              SEEDS="0,1", SPLIT="dev", FINISH="1")
     assert proc.returncode == 0, proc.stderr
     runs = [c for c in calls if c[0] == "run"]
     assert [os.path.basename(_config_and_overrides(c)[2]) for c in runs] == names
+    assert calls[-1] == ["report", *(str(tmp_path / "out" / n) for n in names)]
     for call in runs:
         config, sets, run_dir = _config_and_overrides(call)
         cfg = load_config(os.path.join(ROOT, config), sets)  # raises on an unknown key or value
@@ -86,8 +92,9 @@ def test_forgetting_sweep_unknown_cell_fails_before_running(tmp_path):
 @pytest.mark.parametrize("seeds, want", [(None, (0, 1, 2)), ("4", (4,))])
 def test_results_table_passes_the_seed_list(tmp_path, seeds, want):
     env = {} if seeds is None else {"SEEDS": seeds}
-    names = ["minilm-o1-asvd", "minilm-o3-lora", "smollm2-o1-seqft"]
-    proc, calls = _run_script(tmp_path, "results_table.sh", [str(tmp_path / "t"), *names], **env)
+    names = ["minilm-o3-lora", "smollm2-o1-seqft", "minilm-o1-asvd"]
+    out = tmp_path / "t"
+    proc, calls = _run_script(tmp_path, "results_table.sh", [str(out), *names], FINISH="1", **env)
     assert proc.returncode == 0, proc.stderr
     runs = [c for c in calls if c[0] == "run"]
     assert [os.path.basename(_config_and_overrides(c)[2]) for c in runs] == names
@@ -96,7 +103,17 @@ def test_results_table_passes_the_seed_list(tmp_path, seeds, want):
         cfg = load_config(os.path.join(ROOT, config), sets)
         assert cfg.run.seeds == want
         assert cfg.method.name == name.rsplit("-", 1)[1]
-    assert calls[-1][0] == "report"
+    # The table reads the finished runs in the table's order (MiniLM order 1, SmolLM2, ...).
+    assert calls[-1] == ["report", *(str(out / n) for n in ("minilm-o1-asvd", "smollm2-o1-seqft",
+                                                           "minilm-o3-lora"))]
+
+
+@pytest.mark.parametrize("script, name", [("results_table.sh", "minilm-o1-asvd"),
+                                          ("forgetting_sweep.sh", "minilm-seqft-seen")])
+def test_no_finished_run_no_report(tmp_path, script, name):
+    proc, calls = _run_script(tmp_path, script, [str(tmp_path / "t"), name])
+    assert proc.returncode == 0, proc.stderr
+    assert [c[0] for c in calls] == ["run"]
 
 
 def test_results_table_bad_name(tmp_path):
