@@ -74,14 +74,12 @@ def _run(args) -> int:
     seeds = [f"run.seeds=[{args.seeds}]"] if args.seeds else []
     config = load_config(args.config, [*args.overrides, *seeds])
     if config.run.seeds:
-        from asvd_jax.cl import run_seeds, seeds_parent
-        from asvd_jax.cl._report_cli import comparison_output
-        from asvd_jax.cl._seeds import seed_configs, seed_dir
+        from asvd_jax.cl import comparison_output, run_seeds, seed_dir, seeds_parent
 
         parent = seeds_parent(config, args.run_dir)
         results = run_seeds(config, run_dir=parent, resume=args.resume,
                             log=lambda s: print(s, file=sys.stderr, flush=True))
-        dirs = [seed_dir(parent, k) for k, _ in seed_configs(config)]
+        dirs = [seed_dir(parent, k) for k in config.run.seeds]
         print(comparison_output(dirs, results, "markdown"), end="")  # as `asvd-jax report` prints it
         return 0
     metrics = run(config, run_dir=args.run_dir, resume=args.resume)
@@ -109,7 +107,7 @@ def _demo(args) -> int:
         run_dirs.append(os.path.join(config.run.out_dir, config.run.name))
     # The same tables as `asvd-jax report` on these run directories (one seed per group and a
     # SeqFT run: the paired interval over test examples is the one to read).
-    from asvd_jax.cl._report_cli import comparison_output
+    from asvd_jax.cl import comparison_output
 
     print(comparison_output(run_dirs, results, "markdown"), end="")
     print(f"\ntotal {time.perf_counter() - start:.0f} s; run directories under {args.out_dir}/")

@@ -34,7 +34,7 @@ from asvd_jax.metrics import (
 from asvd_jax.cl._report import load_metrics, summary_markdown, write_report, write_text_atomic
 from asvd_jax.cl._report_cli import comparison_output
 from asvd_jax.cl._runner import RunError, Runner, run
-from asvd_jax.cl._seeds import run_seeds, seeds_parent
+from asvd_jax.cl._seeds import run_seeds, seed_dir, seeds_parent
 from asvd_jax.cl._sequence import load_sequence
 from asvd_jax.models import Family, register_family
 
@@ -47,6 +47,6 @@ __all__ = [
     "to_yaml",
     # What the command line (asvd_jax.cli) uses besides the above.
     "comparison_output", "comparison_rows", "documented_yaml", "load_metrics", "load_sequence",
-    "markdown_table", "run_seeds", "seeds_parent", "summary_markdown", "write_report",
+    "markdown_table", "run_seeds", "seed_dir", "seeds_parent", "summary_markdown", "write_report",
     "write_text_atomic",
 ]
