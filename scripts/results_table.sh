@@ -38,4 +38,6 @@ for name in "${RUNS[@]}"; do
   run_or_resume "$OUT/$name" "experiments/offline_${model}_order$order.yaml" --set "method.name=$method" \
     --set "run.seeds=[$SEEDS]"
 done
+# The table's runs in its order, then any other run named here (e.g. smollm2-o2-asvd).
+for name in "${RUNS[@]}"; do [[ " ${ALL[*]} " == *" $name "* ]] || ALL+=("$name"); done
 report_finished "${ALL[@]/#/$OUT/}"

@@ -92,7 +92,7 @@ def test_forgetting_sweep_unknown_cell_fails_before_running(tmp_path):
 @pytest.mark.parametrize("seeds, want", [(None, (0, 1, 2)), ("4", (4,))])
 def test_results_table_passes_the_seed_list(tmp_path, seeds, want):
     env = {} if seeds is None else {"SEEDS": seeds}
-    names = ["minilm-o3-lora", "smollm2-o1-seqft", "minilm-o1-asvd"]
+    names = ["minilm-o3-lora", "smollm2-o2-asvd", "smollm2-o1-seqft", "minilm-o1-asvd"]
     out = tmp_path / "t"
     proc, calls = _run_script(tmp_path, "results_table.sh", [str(out), *names], FINISH="1", **env)
     assert proc.returncode == 0, proc.stderr
@@ -103,9 +103,9 @@ def test_results_table_passes_the_seed_list(tmp_path, seeds, want):
         cfg = load_config(os.path.join(ROOT, config), sets)
         assert cfg.run.seeds == want
         assert cfg.method.name == name.rsplit("-", 1)[1]
-    # The table reads the finished runs in the table's order (MiniLM order 1, SmolLM2, ...).
+    # The table reads the finished runs in its order (MiniLM order 1, SmolLM2, ...), then the rest.
     assert calls[-1] == ["report", *(str(out / n) for n in ("minilm-o1-asvd", "smollm2-o1-seqft",
-                                                           "minilm-o3-lora"))]
+                                                           "minilm-o3-lora", "smollm2-o2-asvd"))]
 
 
 @pytest.mark.parametrize("script, name", [("results_table.sh", "minilm-o1-asvd"),
