@@ -120,3 +120,26 @@ def test_results_table_bad_name(tmp_path):
     proc, calls = _run_script(tmp_path, "results_table.sh", [str(tmp_path / "t"), "minilm-o4-asvd"])
     assert proc.returncode == 2 and "bad run name 'minilm-o4-asvd'" in proc.stderr
     assert calls == []
+
+
+def test_dev_sweep_every_cell_loads_on_dev(tmp_path):
+    with open(os.path.join(ROOT, "scripts", "dev_sweep.sh")) as f:
+        names = f.read().split("NAMES=(", 1)[1].split(")", 1)[0].split()
+    assert len(names) == len(set(names)), "a sweep cell is listed twice"
+    proc, calls = _run_script(tmp_path, "dev_sweep.sh", [str(tmp_path / "out"), *names])
+    assert proc.returncode == 0, proc.stderr
+    runs = [c for c in calls if c[0] == "run"]
+    assert [os.path.basename(_config_and_overrides(c)[2]) for c in runs] == names
+    for call, name in zip(runs, names):
+        config, sets, _ = _config_and_overrides(call)
+        cfg = load_config(os.path.join(ROOT, config), sets)
+        assert cfg.eval.split == "dev", name  # never the test split
+        assert (cfg.model.family == "bert") == name.startswith("minilm-"), name
+    by_name = {os.path.basename(_config_and_overrides(c)[2]): c for c in runs}
+    cfg = load_config(os.path.join(ROOT, _config_and_overrides(by_name["minilm-ewc1e4"])[0]),
+                      _config_and_overrides(by_name["minilm-ewc1e4"])[1])
+    assert cfg.method.name == "ewc" and cfg.method.ewc_lambda == 1e4
+    cfg = load_config(os.path.join(ROOT, _config_and_overrides(by_name["minilm-olora-lr1e-4"])[0]),
+                      _config_and_overrides(by_name["minilm-olora-lr1e-4"])[1])
+    assert cfg.method.name == "olora" and cfg.method.lora_lr == 1e-4
+    assert cfg.train.lr == 5e-5 and cfg.train.epochs == 2  # the MiniLM preset underneath
