@@ -84,3 +84,56 @@ def test_projection_options_are_validated_and_reach_the_transform():
     u, _ = tx.update({"w": jnp.ones((6, 4))}, state, params)
     want = aj.project_tree({"w": -0.1 * jnp.ones((6, 4))}, bases)
     assert_close(u["w"], np.asarray(want["w"], np.float64), "float32")
+
+
+def test_fixed_layout_gives_every_boundary_one_shape_and_the_same_run(tmp_path, monkeypatch):
+    """`method.fixed_layout` reaches compute_bases: each boundary's bases have the same shapes
+    (so the run's jitted step is traced for them once), while the zero-padded columns change
+    no projector, so the run's losses and accuracies are those of exact widths."""
+    import asvd_jax as aj
+
+    real = aj.compute_bases
+    shapes = []
+
+    def spy(*args, **kwargs):
+        bases = real(*args, **kwargs)
+        shapes.append([x.shape for x in jax.tree.leaves(bases)])
+        return bases
+
+    monkeypatch.setattr(aj, "compute_bases", spy)
+    import yaml
+
+    from asvd_jax.cl._fixture import write_fixture
+
+    path = write_fixture(str(tmp_path / "data"), n_train=16, n_test=8)
+    with open(path) as f:  # a third task (topic again) so that two boundaries can be compared
+        spec = yaml.safe_load(f)
+    spec["tasks"].append(dict(spec["tasks"][0], name="topic_again"))
+    with open(path, "w") as f:
+        yaml.safe_dump(spec, f)
+    # progressive ranks: k grows per task, so exact widths give each boundary new shapes
+    sets = TINY_RUN + ["data.suite=custom", f"data.path={path}", "data.max_len=64",
+                       "method.rank_policy=progressive", "eval.lm_loss=false"]
+    exact = run(load_config(None, sets), run_dir=str(tmp_path / "exact"))
+    exact_shapes, shapes[:] = list(shapes), []
+    padded = run(load_config(None, sets + ["method.fixed_layout=[0.0, 1.0]"]),
+                 run_dir=str(tmp_path / "padded"))
+    assert len(exact_shapes) == len(shapes) >= 2
+    assert len({tuple(s) for s in exact_shapes}) > 1  # exact widths: new shapes per boundary
+    assert len({tuple(s) for s in shapes}) == 1  # the layout: one set of shapes for the run
+    assert exact["status"] == padded["status"] == "complete"
+    for a, b in zip(exact["rows"], padded["rows"]):
+        assert_close(np.asarray(b["train"]["losses"]), np.asarray(a["train"]["losses"], np.float64),
+                     "float32")
+        assert [e["accuracy"] for e in a["eval"]] == [e["accuracy"] for e in b["eval"]]
+
+
+def test_fixed_layout_is_validated_and_a_rank_outside_it_names_the_matrix(tmp_path):
+    from asvd_jax.cl._config import ConfigError
+
+    for bad in ("[0.5]", "[0.6, 0.2]", "[0.0, 1.5]"):
+        with pytest.raises(ConfigError, match="method.fixed_layout"):
+            load_config(None, BASE + [f"method.fixed_layout={bad}"])
+    cfg = load_config(None, BASE + ["method.fixed_layout=[0.0, 0.25]"])  # uniform 0.5 is outside
+    with pytest.raises(ValueError, match="outside the fixed layout"):
+        run(cfg, run_dir=str(tmp_path / "r"))

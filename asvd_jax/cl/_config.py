@@ -133,6 +133,13 @@ class MethodConfig:
     group_shapes: bool = False
     """Project same-shaped target matrices as one stack (one batched product per shape);
     for accelerators, slower on CPU (docs/core.md)."""
+    fixed_layout: tuple[float, ...] = ()
+    """``[lo, hi]``: store every boundary's bases at the widths fixed by fractions lo..hi of
+    each matrix's min dim (``asvd_jax.compute_bases(fixed_layout=...)``), so every boundary's
+    bases have one shape and the train step compiles once for the run instead of once per
+    task; each step then projects wider zero-padded bases. A planned rank outside the range
+    raises. Empty (default) = exact widths, the cheapest step. The paper policy can protect a
+    matrix fully, so it needs hi = 1.0 (docs/core.md, "Fixed layout", has the trade-off)."""
     leakage_from: str = "updates"
     """What the logged leakage measures: ``updates`` (the float32 sum of the applied updates,
     kept in the optimizer state: ~1e-6 for an exact run, one float32 copy of the targets in
@@ -338,6 +345,10 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     for key in ("max_train_per_class", "max_eval_per_class", "max_train_per_task", "max_eval_per_task"):
         if getattr(d, key) < 0:
             raise ConfigError(f"data.{key}: must be >= 0 (0 = no cap)")
+    layout = config.method.fixed_layout
+    if layout and not (len(layout) == 2 and 0.0 <= layout[0] <= layout[1] <= 1.0):
+        raise ConfigError(f"method.fixed_layout: expected [] or [lo, hi] with 0 <= lo <= hi <= 1, "
+                          f"got {list(layout)}")
     if not isinstance(config.method.rank_policy, _POLICY_TYPES):
         raise ConfigError(f"method.rank_policy: expected one of the asvd_jax.ranks policies "
                           f"({', '.join(POLICIES)}), got {config.method.rank_policy!r}")

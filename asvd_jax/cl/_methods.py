@@ -140,7 +140,9 @@ class ASVD(SequentialFineTuning):
         self.singular_values = {p: np.asarray(svds[p].singular_values) for p in paths}
         # Bases also for the "none" ablation: nothing is projected, but the leakage record
         # then shows how much of the update lands in what would have been protected.
-        self._boundary_bases = aj.compute_bases(ctx.params, self._plan.ranks(), ctx.targets, svds=svds)
+        layout = tuple(self.config.fixed_layout) or None
+        self._boundary_bases = aj.compute_bases(ctx.params, self._plan.ranks(), ctx.targets,
+                                                svds=svds, fixed_layout=layout)
         return ctx.params, None
 
     @property
