@@ -19,7 +19,7 @@ MINILM=experiments/offline_minilm_order1.yaml
 # name -> "CONFIG overrides..." (SmolLM2's preset: lr 3e-5, 1 epoch, the paper's rank policy;
 # MiniLM's: lr 5e-5, 2 epochs; the baselines' defaults are EWC lambda 1e3, adapter lr 1e-3).
 NAMES=(seqft asvd seqft-lr1e-4 asvd-lr1e-4 asvd-progressive asvd-energy seqft-2ep asvd-2ep
-       minilm-seqft minilm-asvd minilm-ewc1e3 minilm-ewc1e4 minilm-ewc1e5 minilm-lora-lr1e-3
+       minilm-seqft minilm-asvd minilm-ewc1e3 minilm-ewc1e4 minilm-ewc1e5 minilm-ewc1e6 minilm-lora-lr1e-3
        minilm-lora-lr1e-4 minilm-olora-lr1e-3 minilm-olora-lr1e-4)
 declare -A SETS=(
   [seqft]="$SMOL method.name=seqft"
@@ -35,6 +35,7 @@ declare -A SETS=(
   [minilm-ewc1e3]="$MINILM method.name=ewc method.ewc_lambda=1e3"
   [minilm-ewc1e4]="$MINILM method.name=ewc method.ewc_lambda=1e4"
   [minilm-ewc1e5]="$MINILM method.name=ewc method.ewc_lambda=1e5"
+  [minilm-ewc1e6]="$MINILM method.name=ewc method.ewc_lambda=1e6"
   [minilm-lora-lr1e-3]="$MINILM method.name=lora method.lora_lr=1e-3"
   [minilm-lora-lr1e-4]="$MINILM method.name=lora method.lora_lr=1e-4"
   [minilm-olora-lr1e-3]="$MINILM method.name=olora method.lora_lr=1e-3"
