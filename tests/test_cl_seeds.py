@@ -155,10 +155,33 @@ def test_cli_seeds_end_to_end(tmp_path, capsys):
         cfg = yaml.safe_load((parent / f"seed{k}" / "config.yaml").read_text())
         assert cfg["train"]["seed"] == k and cfg["data"]["seed"] == k and cfg["run"]["seeds"] == []
         assert json.loads((parent / f"seed{k}" / "metrics.json").read_text())["status"] == "complete"
-    assert "| seqft | 0,1 |" in out and "| multi/seed1 | seqft | complete |" in out  # same tables as `report`
+    assert "| multi | 0,1 |" in out and "| multi/seed1 | seqft | complete |" in out  # same tables as `report`
     mtime = os.path.getmtime(parent / "seed0" / "metrics.json")
     assert main(args + ["--resume"]) == 0  # both complete: nothing reruns
     assert os.path.getmtime(parent / "seed0" / "metrics.json") == mtime
     capsys.readouterr()
     assert main(["report", str(parent)]) == 0
-    assert "| seqft | 0,1 |" in capsys.readouterr().out
+    assert "| multi | 0,1 |" in capsys.readouterr().out  # the group is named by its parent
+
+
+def test_groups_are_named_by_their_seed_parent(tmp_path):
+    """A group whose runs are all seed<k>/ of one parent (what `run.seeds` writes) carries the
+    parent's name, so orders and models stay apart in the table; other groups keep the
+    method's name, and a repeated name gets #n."""
+    root = str(tmp_path)
+    for parent, method, lr in (("minilm-o1-asvd", "asvd", 3e-5), ("minilm-o1-seqft", "seqft", 3e-5),
+                               ("x/minilm-o1-asvd", "asvd", 1e-4)):
+        os.makedirs(os.path.join(root, parent))
+        for k in (0, 1):
+            _write_run(os.path.join(root, parent), f"seed{k}", method, k, [[0.5]], lr=lr)
+    _write_run(root, "flat", "asvd", 0, [[0.5]], lr=1e-3)
+    # a group mixing two parents' seed folders is named by its method
+    _write_run(os.path.join(root, "x"), "seed0", "asvd", 0, [[0.5]], lr=2e-3)
+    os.makedirs(os.path.join(root, "y"))
+    _write_run(os.path.join(root, "y"), "seed1", "asvd", 1, [[0.5]], lr=2e-3)
+    dirs = [os.path.join(root, d) for d in ("minilm-o1-asvd", "minilm-o1-seqft", "x/minilm-o1-asvd",
+                                            "flat", "x/seed0", "y/seed1")]
+    labels = [g.label for g in group_by_seed(dirs)]
+    assert labels == ["minilm-o1-asvd", "minilm-o1-seqft", "minilm-o1-asvd#2", "asvd", "asvd#2"]
+    rows = seed_summary(group_by_seed(dirs[:2]), n_boot=100)
+    assert rows[0]["vs"]["baseline"] == "minilm-o1-seqft"

@@ -33,7 +33,9 @@ class SeedGroup:
     """Runs of one config over several seeds."""
 
     label: str
-    """``method`` (with ``#n`` appended when two groups share a method)."""
+    """The multi-seed parent's folder name when every run is one of its ``seed<k>/`` (what
+    ``run.seeds`` writes, e.g. ``minilm-o2-asvd``), else ``method``; ``#n`` is appended
+    when two groups would share a label."""
     key: tuple
     """The config with seeds and ``run.*`` removed, as a hashable tuple."""
     runs: tuple[Run, ...]
@@ -84,6 +86,17 @@ def _seed(run: Run) -> int:
     return int(((run.config or {}).get("train") or {}).get("seed", 0))
 
 
+def _parent_name(runs: Sequence[Run]) -> str | None:
+    """The folder name of the one multi-seed parent holding every run as ``seed<k>/``."""
+    parents = set()
+    for run in runs:
+        path = os.path.normpath(os.path.abspath(run.run_dir))
+        if not _SEED_DIR.match(os.path.basename(path)):
+            return None
+        parents.add(os.path.dirname(path))
+    return os.path.basename(parents.pop()) if len(parents) == 1 else None
+
+
 def group_by_seed(run_dirs: Sequence[str]) -> list[SeedGroup]:
     """Group run directories (multi-seed parents expanded) by config minus seeds.
 
@@ -100,9 +113,9 @@ def group_by_seed(run_dirs: Sequence[str]) -> list[SeedGroup]:
         if len(set(seeds)) != len(seeds):
             dup = sorted({s for s in seeds if seeds.count(s) > 1})
             raise ValueError(f"runs {[r.run_dir for r in runs]} have the same config and seed(s) {dup}")
-        method = runs[0].method
-        used[method] = used.get(method, 0) + 1
-        label = method if used[method] == 1 else f"{method}#{used[method]}"
+        name = _parent_name(runs) or runs[0].method
+        used[name] = used.get(name, 0) + 1
+        label = name if used[name] == 1 else f"{name}#{used[name]}"
         out.append(SeedGroup(label, key, tuple(runs), seeds))
     return out
 
