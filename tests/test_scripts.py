@@ -143,3 +143,12 @@ def test_dev_sweep_every_cell_loads_on_dev(tmp_path):
                       _config_and_overrides(by_name["minilm-olora-lr1e-4"])[1])
     assert cfg.method.name == "olora" and cfg.method.lora_lr == 1e-4
     assert cfg.train.lr == 5e-5 and cfg.train.epochs == 2  # the MiniLM preset underneath
+
+
+def test_minilm_orders_share_the_dev_chosen_baseline_settings():
+    """The baselines' settings were chosen once, on order 1's dev split; every order's preset
+    (what results_table.sh runs) carries the same ones."""
+    cfgs = [load_config(os.path.join(ROOT, "experiments", f"offline_minilm_order{o}.yaml"))
+            for o in (1, 2, 3)]
+    assert {(c.method.ewc_lambda, c.method.lora_lr, c.method.lora_rank) for c in cfgs} == {(1e5, 1e-3, 8)}
+    assert [c.data.order for c in cfgs] == [1, 2, 3]
