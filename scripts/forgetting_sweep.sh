@@ -36,7 +36,7 @@ NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-as
        minilm-lora-lr1e-4-pool minilm-olora-lr1e-3-pool minilm-olora-lr1e-4-pool
        minilm-seqft-seen minilm-asvd-seen minilm-ewc1e4-seen minilm-olora-lr1e-4-seen
        minilm-lora-lr1e-3-seen minilm-mtl-nostop150-seen minilm-lora-lr1e-4-seen
-       minilm-olora-lr1e-3-seen minilm-ewc1e6-seen
+       minilm-olora-lr1e-3-seen minilm-ewc1e6-seen minilm-ewc1e5-seen
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
   [minilm-seqft]="$MINILM method.name=seqft eval.option_pool=task train.option_pool=task"
@@ -73,6 +73,7 @@ declare -A SETS=(
   [minilm-lora-lr1e-4-seen]="$MINILM method.name=lora method.lora_lr=1e-4 eval.option_pool=sequence train.option_pool=seen"
   [minilm-olora-lr1e-3-seen]="$MINILM method.name=olora method.lora_lr=1e-3 eval.option_pool=sequence train.option_pool=seen"
   [minilm-ewc1e6-seen]="$MINILM method.name=ewc method.ewc_lambda=1e6 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-ewc1e5-seen]="$MINILM method.name=ewc method.ewc_lambda=1e5 eval.option_pool=sequence train.option_pool=seen"
   [minilm-mtl-nostop150-seen]="$MINILM method.name=mtl train.patience=0 train.max_steps=150 eval.option_pool=sequence train.option_pool=seen"
   [smollm2-seqft]="$SMOL method.name=seqft"
   [smollm2-asvd]="$SMOL method.name=asvd"
