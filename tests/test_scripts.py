@@ -59,6 +59,17 @@ def _config_and_overrides(call):
     return config, sets, run_dir
 
 
+def _run_configs(calls):
+    """``{run dir name: loaded config}`` of the recorded `run` calls, in call order (loading
+    raises on an unknown key or value)."""
+    out = {}
+    for call in calls:
+        if call[0] == "run":
+            config, sets, run_dir = _config_and_overrides(call)
+            out[os.path.basename(run_dir)] = load_config(os.path.join(ROOT, config), sets)
+    return out
+
+
 def _sweep_names():
     with open(os.path.join(ROOT, "scripts", "forgetting_sweep.sh")) as f:
         text = f.read()
@@ -96,11 +107,9 @@ def test_results_table_passes_the_seed_list(tmp_path, seeds, want):
     out = tmp_path / "t"
     proc, calls = _run_script(tmp_path, "results_table.sh", [str(out), *names], FINISH="1", **env)
     assert proc.returncode == 0, proc.stderr
-    runs = [c for c in calls if c[0] == "run"]
-    assert [os.path.basename(_config_and_overrides(c)[2]) for c in runs] == names
-    for call, name in zip(runs, names):
-        config, sets, _ = _config_and_overrides(call)
-        cfg = load_config(os.path.join(ROOT, config), sets)
+    cfgs = _run_configs(calls)
+    assert list(cfgs) == names
+    for name, cfg in cfgs.items():
         assert cfg.run.seeds == want
         assert cfg.method.name == name.rsplit("-", 1)[1]
     # The table reads the finished runs in its order (MiniLM order 1, SmolLM2, ...), then the rest.
@@ -128,19 +137,14 @@ def test_dev_sweep_every_cell_loads_on_dev(tmp_path):
     assert len(names) == len(set(names)), "a sweep cell is listed twice"
     proc, calls = _run_script(tmp_path, "dev_sweep.sh", [str(tmp_path / "out"), *names])
     assert proc.returncode == 0, proc.stderr
-    runs = [c for c in calls if c[0] == "run"]
-    assert [os.path.basename(_config_and_overrides(c)[2]) for c in runs] == names
-    for call, name in zip(runs, names):
-        config, sets, _ = _config_and_overrides(call)
-        cfg = load_config(os.path.join(ROOT, config), sets)
+    cfgs = _run_configs(calls)
+    assert list(cfgs) == names
+    for name, cfg in cfgs.items():
         assert cfg.eval.split == "dev", name  # never the test split
         assert (cfg.model.family == "bert") == name.startswith("minilm-"), name
-    by_name = {os.path.basename(_config_and_overrides(c)[2]): c for c in runs}
-    cfg = load_config(os.path.join(ROOT, _config_and_overrides(by_name["minilm-ewc1e4"])[0]),
-                      _config_and_overrides(by_name["minilm-ewc1e4"])[1])
+    cfg = cfgs["minilm-ewc1e4"]
     assert cfg.method.name == "ewc" and cfg.method.ewc_lambda == 1e4
-    cfg = load_config(os.path.join(ROOT, _config_and_overrides(by_name["minilm-olora-lr1e-4"])[0]),
-                      _config_and_overrides(by_name["minilm-olora-lr1e-4"])[1])
+    cfg = cfgs["minilm-olora-lr1e-4"]
     assert cfg.method.name == "olora" and cfg.method.lora_lr == 1e-4
     assert cfg.train.lr == 5e-5 and cfg.train.epochs == 2  # the MiniLM preset underneath
 
