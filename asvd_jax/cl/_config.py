@@ -136,8 +136,8 @@ class MethodConfig:
     fixed_layout: tuple[float, ...] = ()
     """``[lo, hi]``: store every boundary's bases at the widths fixed by fractions lo..hi of
     each matrix's min dim (``asvd_jax.compute_bases(fixed_layout=...)``), so every boundary's
-    bases have one shape and the train step compiles once for the run instead of once per
-    task; each step then projects wider zero-padded bases. A planned rank outside the range
+    bases have one shape and new ranks need no new compile of the train step (a new batch
+    width still needs one); each step then projects wider zero-padded bases. A planned rank outside the range
     raises. Empty (default) = exact widths, the cheapest step. The paper policy can protect a
     matrix fully, so it needs hi = 1.0 (docs/core.md, "Fixed layout", has the trade-off)."""
     leakage_from: str = "updates"
