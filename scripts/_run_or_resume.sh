@@ -12,12 +12,15 @@ run_or_resume() {
   $CLI run "$@" --run-dir "$dir" "${resume[@]}"
 }
 
-# `report_finished DIR ...`: `report` over the DIRs that hold at least one seed's metrics (a
-# run that never started is left out, and with none at all nothing is called).
+# `report_finished DIR ...`: `report` over the DIRs that hold metrics, their own (a single
+# run) or at least one seed's (a multi-seed parent); a run that never started is left out, and
+# with none at all nothing is called.
 report_finished() {
   local found=() dir
   for dir in "$@"; do
-    compgen -G "$dir/seed*/metrics.json" > /dev/null && found+=("$dir")
+    if [ -f "$dir/metrics.json" ] || compgen -G "$dir/seed*/metrics.json" > /dev/null; then
+      found+=("$dir")
+    fi
   done
   if [ ${#found[@]} -gt 0 ]; then $CLI report "${found[@]}"; fi
 }

@@ -57,9 +57,4 @@ for name in "${RUNS[@]}"; do
   for kv in $overrides; do sets+=(--set "$kv"); done
   run_or_resume "$OUT/$name" "$config" "${sets[@]}"
 done
-shopt -s nullglob
-done_dirs=()
-for name in "${NAMES[@]}"; do
-  [ -f "$OUT/$name/metrics.json" ] && done_dirs+=("$OUT/$name")
-done
-if [ ${#done_dirs[@]} -gt 0 ]; then $CLI report "${done_dirs[@]}"; fi
+report_finished "${NAMES[@]/#/$OUT/}"

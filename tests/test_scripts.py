@@ -118,7 +118,8 @@ def test_results_table_passes_the_seed_list(tmp_path, seeds, want):
 
 
 @pytest.mark.parametrize("script, name", [("results_table.sh", "minilm-o1-asvd"),
-                                          ("forgetting_sweep.sh", "minilm-seqft-seen")])
+                                          ("forgetting_sweep.sh", "minilm-seqft-seen"),
+                                          ("dev_sweep.sh", "minilm-ewc1e4")])
 def test_no_finished_run_no_report(tmp_path, script, name):
     proc, calls = _run_script(tmp_path, script, [str(tmp_path / "t"), name])
     assert proc.returncode == 0, proc.stderr
@@ -135,8 +136,9 @@ def test_dev_sweep_every_cell_loads_on_dev(tmp_path):
     with open(os.path.join(ROOT, "scripts", "dev_sweep.sh")) as f:
         names = f.read().split("NAMES=(", 1)[1].split(")", 1)[0].split()
     assert len(names) == len(set(names)), "a sweep cell is listed twice"
-    proc, calls = _run_script(tmp_path, "dev_sweep.sh", [str(tmp_path / "out"), *names])
+    proc, calls = _run_script(tmp_path, "dev_sweep.sh", [str(tmp_path / "out"), *names], FINISH="1")
     assert proc.returncode == 0, proc.stderr
+    assert calls[-1] == ["report", *(str(tmp_path / "out" / n) for n in names)]
     cfgs = _run_configs(calls)
     assert list(cfgs) == names
     for name, cfg in cfgs.items():
