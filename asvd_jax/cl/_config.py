@@ -137,9 +137,10 @@ class MethodConfig:
     """``[lo, hi]``: store every boundary's bases at the widths fixed by fractions lo..hi of
     each matrix's min dim (``asvd_jax.compute_bases(fixed_layout=...)``), so every boundary's
     bases have one shape and new ranks need no new compile of the train step (a new batch
-    width still needs one); each step then projects wider zero-padded bases. A planned rank outside the range
-    raises. Empty (default) = exact widths, the cheapest step. The paper policy can protect a
-    matrix fully, so it needs hi = 1.0 (docs/core.md, "Fixed layout", has the trade-off)."""
+    width still needs one); each step then projects wider zero-padded bases. A planned rank
+    outside the range raises. Empty (default) = exact widths, the cheapest step. The paper
+    policy can protect a matrix fully, so it needs hi = 1.0 (docs/core.md, "Fixed layout",
+    has the trade-off)."""
     leakage_from: str = "updates"
     """What the logged leakage measures: ``updates`` (the float32 sum of the applied updates,
     kept in the optimizer state: ~1e-6 for an exact run, one float32 copy of the targets in
