@@ -66,9 +66,10 @@ def test_kill_mid_task_then_resume(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["ewc", "olora"])
+@pytest.mark.parametrize("method", [["method.name=ewc"], ["method.name=olora"],
+                                    ["method.name=asvd", "method.add_ewc=true"]])
 def test_carry_state_survives_resume(tmp_path, method):
-    overrides = BASE + [f"method.name={method}"]
+    overrides = BASE + method
     full = run(load_config(None, overrides), run_dir=str(tmp_path / "full"))
     run(load_config(None, overrides + ["run.stop_after_task=0"]), run_dir=str(tmp_path / "r"))
     resumed = run(load_config(None, overrides), run_dir=str(tmp_path / "r"), resume=True)

@@ -150,6 +150,11 @@ class MethodConfig:
     """Train embeddings, norms and head without constraint (as all public code does)."""
     ewc_lambda: float = 1000.0
     """EWC penalty strength (lambda/2 sum F (theta - theta*)^2)."""
+    add_ewc: bool = False
+    """``asvd`` only: add EWC's penalty (``ewc_lambda``, the Fisher of every earlier task around
+    the last task's weights) to the loss. The projection stays last in the chain, so the update
+    still never enters the protected subspaces: the penalty acts on the free subspace and on
+    the non-target params (docs/forgetting.md)."""
     lora_rank: int = 8
     """LoRA / O-LoRA rank."""
     lora_alpha: float = 32.0
@@ -346,6 +351,9 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     for key in ("max_train_per_class", "max_eval_per_class", "max_train_per_task", "max_eval_per_task"):
         if getattr(d, key) < 0:
             raise ConfigError(f"data.{key}: must be >= 0 (0 = no cap)")
+    if config.method.add_ewc and config.method.name != "asvd":
+        raise ConfigError(f"method.add_ewc: adds EWC's penalty to asvd; method.name is "
+                          f"{config.method.name!r} (for EWC alone use method.name: ewc)")
     layout = config.method.fixed_layout
     if layout and not (len(layout) == 2 and 0.0 <= layout[0] <= layout[1] <= 1.0):
         raise ConfigError(f"method.fixed_layout: expected [] or [lo, hi] with 0 <= lo <= hi <= 1, "

@@ -214,6 +214,42 @@ class ASVD(SequentialFineTuning):
         return trainable, record
 
 
+class ASVDWithEWC(ASVD):
+    """ASVD plus EWC's quadratic penalty (``method.add_ewc``).
+
+    The EWC baseline object keeps the Fisher and anchors and gives the penalty; ASVD gives the
+    bases and the chain, whose projection is last, so the penalty's gradient is projected like
+    the task's and the protected subspaces stay exact. The two act on different things: the
+    projection keeps the previous weights' top singular directions, the penalty holds every
+    parameter in proportion to its Fisher, inside the free subspace and on the non-targets
+    (embeddings, norms) that the projection never constrains.
+    """
+
+    def __init__(self, config: MethodConfig, inner: InnerFactory):
+        from asvd_jax.cl import baselines
+
+        super().__init__(config, inner)
+        self._ewc = baselines.ewc(baselines.EWCConfig(ewc_lambda=config.ewc_lambda))
+
+    def start_task(self, ctx: TaskContext):
+        params, _ = super().start_task(ctx)
+        return params, self._ewc.start_task(ctx)[1]
+
+    def penalty(self, trainable, frozen):
+        return self._ewc.penalty(trainable, frozen)
+
+    def finish_task(self, trainable, frozen, ctx: TaskContext):
+        params, record = super().finish_task(trainable, frozen, ctx)
+        record["ewc"] = self._ewc.finish_task(trainable, frozen, ctx)[1]
+        return params, record
+
+    def carry_state(self):
+        return self._ewc.carry_state()
+
+    def restore_carry_state(self, tree) -> None:
+        self._ewc.restore_carry_state(tree)
+
+
 def build_method(config: MethodConfig, inner: InnerFactory):
     """The Method object for ``config.name`` (``mtl`` trains like SeqFT on the joint data)."""
     if config.name in ("seqft", "mtl"):
@@ -221,7 +257,7 @@ def build_method(config: MethodConfig, inner: InnerFactory):
         method.name = config.name
         return method
     if config.name == "asvd":
-        return ASVD(config, inner)
+        return ASVDWithEWC(config, inner) if config.add_ewc else ASVD(config, inner)
     from asvd_jax.cl import _baselines_glue
 
     return _baselines_glue.build(config, inner)

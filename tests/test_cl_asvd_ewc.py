@@ -1,0 +1,46 @@
+"""``method.add_ewc``: this method with EWC's penalty added (the projection still last)."""
+
+import numpy as np
+import pytest
+from _helpers.runs import TINY_RUN
+
+from asvd_jax.cl import ConfigError, load_config, run
+
+BASE = TINY_RUN + ["data.max_len=64", "train.batch_size=8", "eval.batch_size=16",
+                   "checkpoint.export_hf=false", "eval.zero_shot=false", "method.ewc_lambda=1e6"]
+
+
+def _losses(m):
+    return [r["train"]["losses"] for r in m["rows"]]
+
+
+def test_without_projection_it_is_the_ewc_baseline(tmp_path):
+    # projection "none" keeps the bases but projects nothing, so asvd + EWC's penalty must
+    # train exactly as the EWC baseline (same inner chain, same Fisher, same penalty).
+    ewc = run(load_config(None, BASE + ["method.name=ewc"]), run_dir=str(tmp_path / "ewc"))
+    both = run(load_config(None, BASE + ["method.name=asvd", "method.add_ewc=true",
+                                         "method.projection=none"]), run_dir=str(tmp_path / "b"))
+    np.testing.assert_allclose(np.concatenate(_losses(both)), np.concatenate(_losses(ewc)),
+                               rtol=1e-5)
+    assert both["accuracy_matrix"] == ewc["accuracy_matrix"]
+    rec = both["rows"][1]["record"]["ewc"]
+    assert rec["fisher_samples"] > 0 and rec["ewc_lambda"] == 1e6
+
+
+def test_penalty_changes_training_and_projection_stays_exact(tmp_path):
+    plain = run(load_config(None, BASE + ["method.name=asvd"]), run_dir=str(tmp_path / "a"))
+    both = run(load_config(None, BASE + ["method.name=asvd", "method.add_ewc=true"]),
+               run_dir=str(tmp_path / "b"))
+    first_p, second_p = _losses(plain)
+    first_b, second_b = _losses(both)
+    assert first_b == first_p  # no penalty before the first boundary
+    assert second_b[0] == pytest.approx(second_p[0], rel=1e-6)  # penalty 0 at the anchor
+    assert second_b[1:] != second_p[1:]  # then it pulls
+    leak = both["rows"][1]["record"]["leakage"]
+    assert leak["max"] < 1e-5, leak
+    assert both["rows"][1]["record"]["rank_summary"] == plain["rows"][1]["record"]["rank_summary"]
+
+
+def test_only_with_asvd():
+    with pytest.raises(ConfigError, match="method.add_ewc"):
+        load_config(None, ["method.name=seqft", "method.add_ewc=true"])
