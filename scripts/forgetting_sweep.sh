@@ -38,6 +38,7 @@ NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-as
        minilm-lora-lr1e-3-seen minilm-mtl-nostop150-seen minilm-lora-lr1e-4-seen
        minilm-olora-lr1e-3-seen minilm-ewc1e6-seen minilm-ewc1e5-seen
        minilm-asvd-frozen-nontargets-seen minilm-asvd-ewc1e5-seen minilm-asvd-uniform0.75-seen
+       minilm-asvd-ewc1e4-seen minilm-asvd-ewc1e5-frozen-nontargets-seen
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
   [minilm-seqft]="$MINILM method.name=seqft eval.option_pool=task train.option_pool=task"
@@ -82,6 +83,8 @@ declare -A SETS=(
   # and the budget policy cannot reach trr 0.8 here: its reachable mean was 0.575).
   [minilm-asvd-frozen-nontargets-seen]="$MINILM method.name=asvd method.train_non_targets=false eval.option_pool=sequence train.option_pool=seen"
   [minilm-asvd-ewc1e5-seen]="$MINILM method.name=asvd method.add_ewc=true method.ewc_lambda=1e5 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-asvd-ewc1e4-seen]="$MINILM method.name=asvd method.add_ewc=true method.ewc_lambda=1e4 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-asvd-ewc1e5-frozen-nontargets-seen]="$MINILM method.name=asvd method.add_ewc=true method.ewc_lambda=1e5 method.train_non_targets=false eval.option_pool=sequence train.option_pool=seen"
   [minilm-asvd-uniform0.75-seen]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.75 eval.option_pool=sequence train.option_pool=seen"
   [minilm-mtl-nostop150-seen]="$MINILM method.name=mtl train.patience=0 train.max_steps=150 eval.option_pool=sequence train.option_pool=seen"
   [smollm2-seqft]="$SMOL method.name=seqft"
