@@ -39,6 +39,7 @@ NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-as
        minilm-olora-lr1e-3-seen minilm-ewc1e6-seen minilm-ewc1e5-seen
        minilm-asvd-frozen-nontargets-seen minilm-asvd-ewc1e5-seen minilm-asvd-uniform0.75-seen
        minilm-asvd-ewc1e4-seen minilm-asvd-ewc1e5-frozen-nontargets-seen
+       minilm-ewc1e7-seen minilm-asvd-ewc1e6-seen
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
   [minilm-seqft]="$MINILM method.name=seqft eval.option_pool=task train.option_pool=task"
@@ -85,6 +86,10 @@ declare -A SETS=(
   [minilm-asvd-ewc1e5-seen]="$MINILM method.name=asvd method.add_ewc=true method.ewc_lambda=1e5 eval.option_pool=sequence train.option_pool=seen"
   [minilm-asvd-ewc1e4-seen]="$MINILM method.name=asvd method.add_ewc=true method.ewc_lambda=1e4 eval.option_pool=sequence train.option_pool=seen"
   [minilm-asvd-ewc1e5-frozen-nontargets-seen]="$MINILM method.name=asvd method.add_ewc=true method.ewc_lambda=1e5 method.train_non_targets=false eval.option_pool=sequence train.option_pool=seen"
+  # EWC's dev-best with seen answers was at the grid's edge (1e6), so the grid goes on to 1e7;
+  # and the method with EWC's penalty at that strength.
+  [minilm-ewc1e7-seen]="$MINILM method.name=ewc method.ewc_lambda=1e7 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-asvd-ewc1e6-seen]="$MINILM method.name=asvd method.add_ewc=true method.ewc_lambda=1e6 eval.option_pool=sequence train.option_pool=seen"
   [minilm-asvd-uniform0.75-seen]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.75 eval.option_pool=sequence train.option_pool=seen"
   [minilm-mtl-nostop150-seen]="$MINILM method.name=mtl train.patience=0 train.max_steps=150 eval.option_pool=sequence train.option_pool=seen"
   [smollm2-seqft]="$SMOL method.name=seqft"
