@@ -6,6 +6,8 @@
 #   SEEDS=0,1,2 bash scripts/forgetting_sweep.sh ...           (default SEEDS=0)
 #   SPLIT=test SEEDS=0,1,2 bash scripts/forgetting_sweep.sh runs/forgetting_test RUN ...
 #                                   the final read of the test split, with the dev-chosen RUNs
+#   ORDER=2 ... another order of the sequence (default: the preset's, 1); choices are made on
+#                                   order 1's dev split, the other orders are read, not tuned on
 # RUN is one of the names below. Each run is a multi-seed parent (OUT/RUN/seed<k>/): finished
 # seeds are skipped and a started one resumed, so the script can be re-run after a kill. The
 # last command prints the per-run table and the table over seeds (mean +- std, gaps and
@@ -16,6 +18,7 @@ shift || true
 CLI=${ASVD_JAX_CLI:-asvd-jax}
 SEEDS=${SEEDS:-0}
 SPLIT=${SPLIT:-dev}
+ORDER=${ORDER:-}
 source "$(dirname "$0")/_run_or_resume.sh"
 MINILM=experiments/forgetting_minilm.yaml
 SMOL=experiments/forgetting_smollm2.yaml
@@ -112,6 +115,7 @@ for name in "${RUNS[@]}"; do
   # Stop on 30 held-out training examples per task, not on dev: the runs are scored on dev,
   # and stopping there would pick each task's checkpoint on the examples R[j, j] reports.
   sets=(--set eval.split=$SPLIT --set train.stop_holdout=30 --set "run.seeds=[$SEEDS]")
+  [ -n "$ORDER" ] && sets+=(--set data.order=$ORDER)
   for kv in $kvs; do sets+=(--set "$kv"); done
   run_or_resume "$OUT/$name" "$config" "${sets[@]}"
 done

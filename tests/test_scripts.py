@@ -93,6 +93,16 @@ def test_forgetting_sweep_every_cell_loads(tmp_path):
         assert cfg.eval.split == "dev" and cfg.train.stop_holdout == 30, run_dir
 
 
+@pytest.mark.parametrize("order, want", [(None, 1), ("3", 3)])
+def test_forgetting_sweep_order(tmp_path, order, want):
+    env = {} if order is None else {"ORDER": order}
+    proc, calls = _run_script(tmp_path, "forgetting_sweep.sh",
+                              [str(tmp_path / "out"), "minilm-seqft-seen", "minilm-ewc1e6-seen"], **env)
+    assert proc.returncode == 0, proc.stderr
+    cfgs = _run_configs(calls)
+    assert [c.data.order for c in cfgs.values()] == [want, want]
+
+
 def test_forgetting_sweep_unknown_cell_fails_before_running(tmp_path):
     proc, calls = _run_script(tmp_path, "forgetting_sweep.sh",
                               [str(tmp_path / "out"), "minilm-seqft-seen", "minilm-nosuch"])
