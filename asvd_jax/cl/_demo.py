@@ -13,7 +13,7 @@ bootstrap interval over the test examples. The preset's three seeds are the evid
 DEMO_OVERRIDES = {
     "model": {"family": "bert", "source": "minilm"},
     "data": {"suite": "offline_disjoint"},
-    "method": {"stats_examples": 64, "ewc_lambda": 1e5},  # EWC as a user of the preset runs it
+    "method": {"stats_examples": 64, "ewc_lambda": 1e6},  # EWC as a user of the preset runs it
     "train": {"lr": 5e-5, "epochs": 10, "max_steps": 150, "patience": 3, "eval_every": 5,
               "stop_holdout": 30, "option_pool": "seen"},
     "eval": {"batch_size": 32, "protocol": "options", "option_pool": "sequence"},
