@@ -290,6 +290,17 @@ def test_model_card_base_model_of_packaged_and_hub_models():
     assert base_model(load_config(None, ["model.source=hub", "model.path=org/name"])) == "org/name"
 
 
+@pytest.mark.parametrize("sets, want", [(["method.name=ewc", "method.ewc_lambda=1e6"], True),
+                                       (["method.add_ewc=true", "method.ewc_lambda=1e6"], True),
+                                       (["method.ewc_lambda=1e6"], False)])
+def test_model_card_names_the_ewc_penalty(sets, want):
+    from asvd_jax.cl._model_card import model_card
+
+    metrics = {"tasks": ["a"], "rows": [], "protocol": "options"}
+    card = model_card(metrics, load_config(None, sets))
+    assert ("- EWC penalty, lambda 1e+06" in card) == want
+
+
 # --------------------------------------------------------------------- old checkpoint layout
 @pytest.mark.slow
 def test_run_directory_of_the_old_layout_resumes(tmp_path, monkeypatch):
