@@ -83,14 +83,13 @@ def test_forgetting_sweep_every_cell_loads(tmp_path):
     proc, calls = _run_script(tmp_path, "forgetting_sweep.sh", [str(tmp_path / "out"), *names],
                               SEEDS="0,1", SPLIT="dev", FINISH="1")
     assert proc.returncode == 0, proc.stderr
-    runs = [c for c in calls if c[0] == "run"]
-    assert [os.path.basename(_config_and_overrides(c)[2]) for c in runs] == names
+    assert sum(c[0] == "run" for c in calls) == len(names)  # each cell run once
     assert calls[-1] == ["report", *(str(tmp_path / "out" / n) for n in names)]
-    for call in runs:
-        config, sets, run_dir = _config_and_overrides(call)
-        cfg = load_config(os.path.join(ROOT, config), sets)  # raises on an unknown key or value
-        assert cfg.run.seeds == (0, 1), run_dir
-        assert cfg.eval.split == "dev" and cfg.train.stop_holdout == 30, run_dir
+    cfgs = _run_configs(calls)  # raises on an unknown key or value
+    assert list(cfgs) == names
+    for name, cfg in cfgs.items():
+        assert cfg.run.seeds == (0, 1), name
+        assert cfg.eval.split == "dev" and cfg.train.stop_holdout == 30, name
 
 
 @pytest.mark.parametrize("order, want", [(None, 1), ("3", 3)])

@@ -84,7 +84,7 @@ def model_card(metrics: dict, config: Any) -> str:
             lines += [f"| {k} | {v['min']:.3f} | {v['mean']:.3f} | {v['max']:.3f} |"
                       for k, v in last.items()]
             lines.append("")
-    if c.method.name == "ewc" or (c.method.name == "asvd" and c.method.add_ewc):
+    if c.method.name == "ewc" or c.method.add_ewc:  # validate() allows add_ewc with asvd only
         lines.append(f"- EWC penalty, lambda {c.method.ewc_lambda:g}")
     if c.method.name in ("lora", "olora"):
         lines.append(f"- adapter rank {c.method.lora_rank}, alpha {c.method.lora_alpha}")
