@@ -27,12 +27,12 @@ def test_seed_configs_vary_train_and_data_seed():
         load_config(None, ["run.seeds=abc"])
 
 
-def _write_run(root, name, method, seed, acc, correct=None, lr=3e-5):
+def _write_run(root, name, method, seed, acc, correct=None, lr=3e-5, sets=()):
     """A run directory by hand: config.yaml + metrics.json with accuracy matrix ``acc``."""
     d = os.path.join(root, name)
     os.makedirs(d)
     cfg = to_dict(load_config(None, [f"method.name={method}", f"train.seed={seed}", f"data.seed={seed}",
-                                     f"train.lr={lr}", f"run.name={name}"]))
+                                     f"train.lr={lr}", f"run.name={name}", *sets]))
     with open(os.path.join(d, "config.yaml"), "w") as f:
         yaml.safe_dump(cfg, f)
     tasks = [f"t{j}" for j in range(len(acc))]
@@ -185,3 +185,31 @@ def test_groups_are_named_by_their_seed_parent(tmp_path):
     assert labels == ["minilm-o1-asvd", "minilm-o1-seqft", "minilm-o1-asvd#2", "asvd", "asvd#2"]
     rows = seed_summary(group_by_seed(dirs[:2]), n_boot=100)
     assert rows[0]["vs"]["baseline"] == "minilm-o1-seqft"
+
+
+def test_grouping_ignores_only_the_method_fields_a_method_does_not_read(tmp_path):
+    import dataclasses
+
+    from asvd_jax.cl import MethodConfig, unread_method_fields
+    from asvd_jax.cl._config import _READ_BY
+
+    assert set(_READ_BY) <= {f.name for f in dataclasses.fields(MethodConfig)}  # no stale name
+    root, acc = str(tmp_path), [[0.5, 0.0], [0.5, 0.5]]
+    runs = [  # (name, method, seed, overrides) -> expected group
+        ("seqft0", "seqft", 0, ["method.ewc_lambda=1e6", "method.lora_lr=1e-4"]),
+        ("seqft1", "seqft", 1, ["method.rank_policy=uniform"]),  # the same SeqFT: one group
+        ("ewc0", "ewc", 0, ["method.ewc_lambda=1e6"]),
+        ("ewc1", "ewc", 1, ["method.ewc_lambda=1e5"]),            # EWC reads its lambda: two groups
+        ("asvd0", "asvd", 0, ["method.ewc_lambda=1e6"]),
+        ("asvd1", "asvd", 1, ["method.lora_rank=4"]),             # unread by asvd: one group
+        ("asvd_ewc0", "asvd", 0, ["method.add_ewc=true", "method.ewc_lambda=1e5"]),
+        ("asvd_ewc1", "asvd", 1, ["method.add_ewc=true", "method.ewc_lambda=1e6"]),  # read: two
+        ("asvd_u", "asvd", 2, ["method.rank_policy=uniform"]),   # asvd reads its policy: its own
+    ]
+    dirs = [_write_run(root, n, m, k, acc, sets=o) for n, m, k, o in runs]
+    groups = group_by_seed(dirs)
+    names = [[os.path.basename(r.run_dir) for r in g.runs] for g in groups]
+    assert names == [["seqft0", "seqft1"], ["ewc0"], ["ewc1"], ["asvd0", "asvd1"], ["asvd_ewc0"],
+                     ["asvd_ewc1"], ["asvd_u"]]
+    assert unread_method_fields({"name": "asvd", "add_ewc": True, "ewc_lambda": 1.0}) == frozenset()
+    assert unread_method_fields({"name": "ewc", "ewc_lambda": 1.0, "add_ewc": False}) == {"add_ewc"}

@@ -1,7 +1,9 @@
 """Runs that differ only by seed, summarised: mean +- std and intervals against a baseline.
 
 ``group_by_seed(run_dirs)`` groups run directories whose configs are equal once the seeds
-(``train.seed``, ``data.seed``) and the run bookkeeping (``run.*``) are ignored. A directory
+(``train.seed``, ``data.seed``), the run bookkeeping (``run.*``) and the ``method.*`` fields
+the run's method never reads (``asvd_jax.cl.unread_method_fields``: SeqFT's ``ewc_lambda``)
+are ignored. A directory
 without ``metrics.json`` whose ``seed<k>/`` subfolders hold runs (what ``run.seeds`` writes)
 stands for those runs. ``seed_summary`` gives each group's mean and sample standard deviation
 (ddof = 1) of the final metrics over its seeds, and, against the baseline group (SeqFT by
@@ -37,7 +39,8 @@ class SeedGroup:
     ``run.seeds`` writes, e.g. ``minilm-o2-asvd``), else ``method``; ``#n`` is appended
     when two groups would share a label."""
     key: tuple
-    """The config with seeds and ``run.*`` removed, as a hashable tuple."""
+    """The config with seeds, ``run.*`` and the method's unread fields removed, as a hashable
+    tuple."""
     runs: tuple[Run, ...]
     """The runs, by increasing seed."""
     seeds: tuple[int, ...]
@@ -76,9 +79,14 @@ def _freeze(x: Any) -> Any:
 def _key(run: Run) -> tuple:
     if run.config is None:
         raise ValueError(f"{run.run_dir}: config.yaml missing; cannot tell which runs differ only by seed")
+    from asvd_jax.cl._config import unread_method_fields
+
     cfg = {s: dict(v) for s, v in run.config.items() if s != "run" and isinstance(v, dict)}
     for section, name in _IGNORED:
         cfg.get(section, {}).pop(name, None)
+    method = cfg.get("method", {})
+    for name in unread_method_fields(method):
+        del method[name]
     return _freeze(cfg)
 
 

@@ -84,9 +84,12 @@ def model_card(metrics: dict, config: Any) -> str:
             lines += [f"| {k} | {v['min']:.3f} | {v['mean']:.3f} | {v['max']:.3f} |"
                       for k, v in last.items()]
             lines.append("")
-    if c.method.name == "ewc" or c.method.add_ewc:  # validate() allows add_ewc with asvd only
+    from asvd_jax.cl._config import to_dict, unread_method_fields
+
+    unread = unread_method_fields(to_dict(c.method))  # the fields this method ignores: no line
+    if "ewc_lambda" not in unread:
         lines.append(f"- EWC penalty, lambda {c.method.ewc_lambda:g}")
-    if c.method.name in ("lora", "olora"):
+    if "lora_rank" not in unread:
         lines.append(f"- adapter rank {c.method.lora_rank}, alpha {c.method.lora_alpha}")
     t = c.train
     lines += [f"- training: lr {t.lr} ({t.schedule}), batch {t.batch_size} x {t.grad_accum}, "
