@@ -190,8 +190,9 @@ def test_groups_are_named_by_their_seed_parent(tmp_path):
 def test_grouping_ignores_only_the_method_fields_a_method_does_not_read(tmp_path):
     import dataclasses
 
-    from asvd_jax.cl import MethodConfig, unread_method_fields
-    from asvd_jax.cl._config import _READ_BY
+    from asvd_jax.analysis import unread_method_fields
+    from asvd_jax.analysis._seeds import _READ_BY
+    from asvd_jax.cl import MethodConfig
 
     assert set(_READ_BY) <= {f.name for f in dataclasses.fields(MethodConfig)}  # no stale name
     root, acc = str(tmp_path), [[0.5, 0.0], [0.5, 0.5]]

@@ -42,7 +42,14 @@ from asvd_jax.analysis._runs import (
     stage_records,
     zero_shot_accuracy,
 )
-from asvd_jax.analysis._seeds import SeedGroup, expand_run_dirs, group_by_seed, seed_summary, seed_table
+from asvd_jax.analysis._seeds import (
+    SeedGroup,
+    expand_run_dirs,
+    group_by_seed,
+    seed_summary,
+    seed_table,
+    unread_method_fields,
+)
 from asvd_jax.analysis._spectra import (
     MatrixSpectrum,
     effective_rank,
@@ -103,6 +110,7 @@ __all__ = [
     "run_summary",
     "seed_summary",
     "seed_table",
+    "unread_method_fields",
     "SeedGroup",
     "singular_spectrum",
     "spectra_table",

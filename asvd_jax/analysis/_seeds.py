@@ -2,7 +2,7 @@
 
 ``group_by_seed(run_dirs)`` groups run directories whose configs are equal once the seeds
 (``train.seed``, ``data.seed``), the run bookkeeping (``run.*``) and the ``method.*`` fields
-the run's method never reads (``asvd_jax.cl.unread_method_fields``: SeqFT's ``ewc_lambda``)
+the run's method never reads (``unread_method_fields``: SeqFT's ``ewc_lambda``)
 are ignored. A directory
 without ``metrics.json`` whose ``seed<k>/`` subfolders hold runs (what ``run.seeds`` writes)
 stands for those runs. ``seed_summary`` gives each group's mean and sample standard deviation
@@ -19,7 +19,7 @@ import dataclasses
 import glob
 import os
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -76,11 +76,27 @@ def _freeze(x: Any) -> Any:
     return x
 
 
+# The method.* fields (cl's MethodConfig) only some methods read; every other field is read by
+# every method. Two runs that differ in a field their method does not read (SeqFT at the preset's EWC
+# lambda and at another) ran the same experiment, so grouping by seed ignores it.
+_ASVD_ONLY = ("projection", "rank_policy", "projection_precision", "group_shapes", "fixed_layout",
+              "leakage_from", "train_non_targets", "add_ewc")
+_READ_BY = {**{f: lambda m: m.get("name") == "asvd" for f in _ASVD_ONLY},
+            "ewc_lambda": lambda m: m.get("name") == "ewc" or (m.get("name") == "asvd" and bool(m.get("add_ewc"))),
+            **{f: lambda m: m.get("name") in ("lora", "olora") for f in ("lora_rank", "lora_alpha", "lora_lr")},
+            **{f: lambda m: m.get("name") == "olora" for f in ("olora_lambda1", "olora_lambda2")}}
+
+
+def unread_method_fields(method: Mapping[str, Any]) -> frozenset[str]:
+    """The fields of ``method`` (a MethodConfig as a dict, e.g. a saved run's ``method:``
+    section) that its method never reads: ``ewc_lambda`` unless EWC's penalty is used, the
+    adapter fields unless LoRA / O-LoRA, the projection and rank fields unless ``asvd``."""
+    return frozenset(f for f, reads in _READ_BY.items() if f in method and not reads(method))
+
+
 def _key(run: Run) -> tuple:
     if run.config is None:
         raise ValueError(f"{run.run_dir}: config.yaml missing; cannot tell which runs differ only by seed")
-    from asvd_jax.cl._config import unread_method_fields
-
     cfg = {s: dict(v) for s, v in run.config.items() if s != "run" and isinstance(v, dict)}
     for section, name in _IGNORED:
         cfg.get(section, {}).pop(name, None)

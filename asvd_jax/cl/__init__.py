@@ -15,7 +15,6 @@ from asvd_jax.cl._config import (
     RunConfig,
     TrainConfig,
     to_yaml,
-    unread_method_fields,
 )
 from asvd_jax.cl._config_load import apply_overrides, load_config
 from asvd_jax.cl._compare import comparison_rows, markdown_table
@@ -45,7 +44,7 @@ __all__ = [
     "RunError", "Runner", "TaskContext", "TrainConfig", "apply_overrides", "average_accuracy",
     "backward_transfer", "forgetting", "forward_transfer", "general_ability_retention",
     "load_config", "paired_bootstrap", "plasticity", "register_family", "run", "summarize",
-    "to_yaml", "unread_method_fields",
+    "to_yaml",
     # What the command line (asvd_jax.cli) uses besides the above.
     "comparison_output", "comparison_rows", "documented_yaml", "load_metrics", "load_sequence",
     "markdown_table", "run_seeds", "seed_dir", "seeds_parent", "summary_markdown", "write_report",

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from asvd_jax.ranks import POLICIES, PaperPolicy, RankPolicy
 
@@ -166,24 +166,6 @@ class MethodConfig:
     """O-LoRA orthogonality weight."""
     olora_lambda2: float = 0.0
     """O-LoRA L2 weight on the new LoRA."""
-
-
-# The method.* fields only some methods read; every other field is read by every method.
-# Two runs that differ in a field their method does not read (SeqFT at the preset's EWC
-# lambda and at another) ran the same experiment, so grouping by seed ignores it.
-_ASVD_ONLY = ("projection", "rank_policy", "projection_precision", "group_shapes", "fixed_layout",
-              "leakage_from", "train_non_targets", "add_ewc")
-_READ_BY = {**{f: lambda m: m.get("name") == "asvd" for f in _ASVD_ONLY},
-            "ewc_lambda": lambda m: m.get("name") == "ewc" or (m.get("name") == "asvd" and bool(m.get("add_ewc"))),
-            **{f: lambda m: m.get("name") in ("lora", "olora") for f in ("lora_rank", "lora_alpha", "lora_lr")},
-            **{f: lambda m: m.get("name") == "olora" for f in ("olora_lambda1", "olora_lambda2")}}
-
-
-def unread_method_fields(method: Mapping[str, Any]) -> frozenset[str]:
-    """The fields of ``method`` (a MethodConfig as a dict, e.g. a saved run's ``method:``
-    section) that its method never reads: ``ewc_lambda`` unless EWC's penalty is used, the
-    adapter fields unless LoRA / O-LoRA, the projection and rank fields unless ``asvd``."""
-    return frozenset(f for f, reads in _READ_BY.items() if f in method and not reads(method))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -84,7 +84,8 @@ def model_card(metrics: dict, config: Any) -> str:
             lines += [f"| {k} | {v['min']:.3f} | {v['mean']:.3f} | {v['max']:.3f} |"
                       for k, v in last.items()]
             lines.append("")
-    from asvd_jax.cl._config import to_dict, unread_method_fields
+    from asvd_jax.analysis import unread_method_fields
+    from asvd_jax.cl._config import to_dict
 
     unread = unread_method_fields(to_dict(c.method))  # the fields this method ignores: no line
     if "ewc_lambda" not in unread:
