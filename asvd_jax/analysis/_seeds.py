@@ -2,10 +2,9 @@
 
 ``group_by_seed(run_dirs)`` groups run directories whose configs are equal once the seeds
 (``train.seed``, ``data.seed``), the run bookkeeping (``run.*``) and the ``method.*`` fields
-the run's method never reads (``unread_method_fields``: SeqFT's ``ewc_lambda``)
-are ignored. A directory
-without ``metrics.json`` whose ``seed<k>/`` subfolders hold runs (what ``run.seeds`` writes)
-stands for those runs. ``seed_summary`` gives each group's mean and sample standard deviation
+the run's method never reads (``unread_method_fields``: SeqFT's ``ewc_lambda``) are ignored.
+A directory without ``metrics.json`` whose ``seed<k>/`` subfolders hold runs (what
+``run.seeds`` writes) stands for those runs. ``seed_summary`` gives each group's mean and sample standard deviation
 (ddof = 1) of the final metrics over its seeds, and, against the baseline group (SeqFT by
 default: the group with that method and the same model, data and eval settings), the mean
 gaps and the paired bootstrap 95% intervals of AA(group) - AA(baseline) over the seeds both
@@ -77,8 +76,8 @@ def _freeze(x: Any) -> Any:
 
 
 # The method.* fields (cl's MethodConfig) only some methods read; every other field is read by
-# every method. Two runs that differ in a field their method does not read (SeqFT at the preset's EWC
-# lambda and at another) ran the same experiment, so grouping by seed ignores it.
+# every method. Two runs that differ in a field their method does not read (SeqFT at the
+# preset's EWC lambda and at another) ran the same experiment, so grouping by seed ignores it.
 _ASVD_ONLY = ("projection", "rank_policy", "projection_precision", "group_shapes", "fixed_layout",
               "leakage_from", "train_non_targets", "add_ewc")
 _READ_BY = {**{f: lambda m: m.get("name") == "asvd" for f in _ASVD_ONLY},
