@@ -4,11 +4,11 @@
 (``train.seed``, ``data.seed``), the run bookkeeping (``run.*``) and the ``method.*`` fields
 the run's method never reads (``unread_method_fields``: SeqFT's ``ewc_lambda``) are ignored.
 A directory without ``metrics.json`` whose ``seed<k>/`` subfolders hold runs (what
-``run.seeds`` writes) stands for those runs. ``seed_summary`` gives each group's mean and sample standard deviation
-(ddof = 1) of the final metrics over its seeds, and, against the baseline group (SeqFT by
-default: the group with that method and the same model, data and eval settings), the mean
-gaps and the paired bootstrap 95% intervals of AA(group) - AA(baseline) over the seeds both
-groups ran (``asvd_jax.metrics.paired_bootstrap``; docs/analysis.md explains the two
+``run.seeds`` writes) stands for those runs. ``seed_summary`` gives each group's mean and
+sample standard deviation (ddof = 1) of the final metrics over its seeds, and, against the
+baseline group (SeqFT by default: the group with that method and the same model, data and
+eval settings), the mean gaps and the paired bootstrap 95% intervals of AA(group) -
+AA(baseline) over the seeds both groups ran (``asvd_jax.metrics.paired_bootstrap``; docs/analysis.md explains the two
 intervals).
 """
 
