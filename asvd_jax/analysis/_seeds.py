@@ -8,8 +8,8 @@ A directory without ``metrics.json`` whose ``seed<k>/`` subfolders hold runs (wh
 sample standard deviation (ddof = 1) of the final metrics over its seeds, and, against the
 baseline group (SeqFT by default: the group with that method and the same model, data and
 eval settings), the mean gaps and the paired bootstrap 95% intervals of AA(group) -
-AA(baseline) over the seeds both groups ran (``asvd_jax.metrics.paired_bootstrap``; docs/analysis.md explains the two
-intervals).
+AA(baseline) over the seeds both groups ran (``asvd_jax.metrics.paired_bootstrap``;
+docs/analysis.md explains the two intervals).
 """
 
 from __future__ import annotations
