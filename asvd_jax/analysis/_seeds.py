@@ -80,17 +80,21 @@ def _freeze(x: Any) -> Any:
 # preset's EWC lambda and at another) ran the same experiment, so grouping by seed ignores it.
 _ASVD_ONLY = ("projection", "rank_policy", "projection_precision", "group_shapes", "fixed_layout",
               "leakage_from", "train_non_targets", "add_ewc")
-_READ_BY = {**{f: lambda m: m.get("name") == "asvd" for f in _ASVD_ONLY},
-            "ewc_lambda": lambda m: m.get("name") == "ewc" or (m.get("name") == "asvd" and bool(m.get("add_ewc"))),
-            **{f: lambda m: m.get("name") in ("lora", "olora") for f in ("lora_rank", "lora_alpha", "lora_lr")},
-            **{f: lambda m: m.get("name") == "olora" for f in ("olora_lambda1", "olora_lambda2")}}
+_READ_BY = {**dict.fromkeys(_ASVD_ONLY, ("asvd",)), "ewc_lambda": ("ewc",),
+            **dict.fromkeys(("lora_rank", "lora_alpha", "lora_lr"), ("lora", "olora")),
+            **dict.fromkeys(("olora_lambda1", "olora_lambda2"), ("olora",))}
+"""Field -> the methods that read it (``asvd`` also reads ``ewc_lambda`` when ``add_ewc``)."""
 
 
 def unread_method_fields(method: Mapping[str, Any]) -> frozenset[str]:
     """The fields of ``method`` (a MethodConfig as a dict, e.g. a saved run's ``method:``
     section) that its method never reads: ``ewc_lambda`` unless EWC's penalty is used, the
     adapter fields unless LoRA / O-LoRA, the projection and rank fields unless ``asvd``."""
-    return frozenset(f for f, reads in _READ_BY.items() if f in method and not reads(method))
+    name = method.get("name")
+    read = {f for f, names in _READ_BY.items() if name in names}
+    if name == "asvd" and method.get("add_ewc"):
+        read.add("ewc_lambda")
+    return frozenset(f for f in _READ_BY if f in method and f not in read)
 
 
 def _key(run: Run) -> tuple:
