@@ -43,6 +43,7 @@ NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-as
        minilm-asvd-frozen-nontargets-seen minilm-asvd-ewc1e5-seen minilm-asvd-uniform0.75-seen
        minilm-asvd-ewc1e4-seen minilm-asvd-ewc1e5-frozen-nontargets-seen
        minilm-ewc1e7-seen minilm-asvd-ewc1e6-seen
+       minilm-ewc3e5-seen minilm-ewc3e6-seen minilm-asvd-ewc3e5-seen
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
   [minilm-seqft]="$MINILM method.name=seqft eval.option_pool=task train.option_pool=task"
@@ -93,6 +94,11 @@ declare -A SETS=(
   # and the method with EWC's penalty at that strength.
   [minilm-ewc1e7-seen]="$MINILM method.name=ewc method.ewc_lambda=1e7 eval.option_pool=sequence train.option_pool=seen"
   [minilm-asvd-ewc1e6-seen]="$MINILM method.name=asvd method.add_ewc=true method.ewc_lambda=1e6 eval.option_pool=sequence train.option_pool=seen"
+  # Half-decade points around each dev optimum (EWC 1e6, the method with the penalty 1e5), the
+  # same grid for both, so neither is compared at a coarser grid than the other.
+  [minilm-ewc3e5-seen]="$MINILM method.name=ewc method.ewc_lambda=3e5 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-ewc3e6-seen]="$MINILM method.name=ewc method.ewc_lambda=3e6 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-asvd-ewc3e5-seen]="$MINILM method.name=asvd method.add_ewc=true method.ewc_lambda=3e5 eval.option_pool=sequence train.option_pool=seen"
   [minilm-asvd-uniform0.75-seen]="$MINILM method.name=asvd method.rank_policy.uniform.fraction=0.75 eval.option_pool=sequence train.option_pool=seen"
   [minilm-mtl-nostop150-seen]="$MINILM method.name=mtl train.patience=0 train.max_steps=150 eval.option_pool=sequence train.option_pool=seen"
   [smollm2-seqft]="$SMOL method.name=seqft"
