@@ -17,8 +17,10 @@ def _losses(m):
 def test_without_projection_it_is_the_ewc_baseline(tmp_path):
     # projection "none" keeps the bases but projects nothing, so asvd + EWC's penalty must
     # train exactly as the EWC baseline (same inner chain, same Fisher, same penalty).
+    # The penalty's strength comes from add_ewc_lambda when it is set (ewc_lambda is EWC's).
     ewc = run(load_config(None, BASE + ["method.name=ewc"]), run_dir=str(tmp_path / "ewc"))
     both = run(load_config(None, BASE + ["method.name=asvd", "method.add_ewc=true",
+                                         "method.ewc_lambda=1e2", "method.add_ewc_lambda=1e6",
                                          "method.projection=none"]), run_dir=str(tmp_path / "b"))
     np.testing.assert_allclose(np.concatenate(_losses(both)), np.concatenate(_losses(ewc)),
                                rtol=1e-5)
@@ -38,9 +40,17 @@ def test_penalty_changes_training_and_projection_stays_exact(tmp_path):
     assert second_b[1:] != second_p[1:]  # then it pulls
     leak = both["rows"][1]["record"]["leakage"]
     assert leak["max"] < 1e-5, leak
+    assert both["rows"][1]["record"]["ewc"]["ewc_lambda"] == 1e6  # add_ewc_lambda unset: ewc_lambda
     assert both["rows"][1]["record"]["rank_summary"] == plain["rows"][1]["record"]["rank_summary"]
 
 
-def test_only_with_asvd():
-    with pytest.raises(ConfigError, match="method.add_ewc"):
-        load_config(None, ["method.name=seqft", "method.add_ewc=true"])
+def test_other_methods_ignore_it_and_bad_lambdas_are_named():
+    # Like the rank policy, add_ewc is asvd's: a preset that sets it still runs its baselines
+    # with --set method.name=seqft / ewc.
+    from asvd_jax.cl._methods import SequentialFineTuning, build_method
+
+    config = load_config(None, ["method.name=seqft", "method.add_ewc=true"])
+    assert type(build_method(config.method, inner=None)) is SequentialFineTuning
+    for key in ("ewc_lambda", "add_ewc_lambda"):
+        with pytest.raises(ConfigError, match=f"method.{key}: must be >= 0"):
+            load_config(None, [f"method.{key}=-1"])

@@ -290,15 +290,19 @@ def test_model_card_base_model_of_packaged_and_hub_models():
     assert base_model(load_config(None, ["model.source=hub", "model.path=org/name"])) == "org/name"
 
 
-@pytest.mark.parametrize("sets, want", [(["method.name=ewc", "method.ewc_lambda=1e6"], True),
-                                       (["method.add_ewc=true", "method.ewc_lambda=1e6"], True),
-                                       (["method.ewc_lambda=1e6"], False)])
+@pytest.mark.parametrize("sets, want", [
+    (["method.name=ewc", "method.ewc_lambda=1e6", "method.add_ewc_lambda=5"], "1e+06"),
+    (["method.add_ewc=true", "method.ewc_lambda=1e6"], "1e+06"),
+    (["method.add_ewc=true", "method.ewc_lambda=5", "method.add_ewc_lambda=1e6"], "1e+06"),
+    (["method.ewc_lambda=1e6", "method.add_ewc_lambda=5"], None),
+    (["method.name=seqft", "method.add_ewc=true", "method.ewc_lambda=1e6"], None)])
 def test_model_card_names_the_ewc_penalty(sets, want):
     from asvd_jax.cl._model_card import model_card
 
     metrics = {"tasks": ["a"], "rows": [], "protocol": "options"}
     card = model_card(metrics, load_config(None, sets))
-    assert ("- EWC penalty, lambda 1e+06" in card) == want
+    lines = [ln for ln in card.splitlines() if ln.startswith("- EWC penalty")]
+    assert lines == ([f"- EWC penalty, lambda {want}"] if want else [])
 
 
 # --------------------------------------------------------------------- old checkpoint layout

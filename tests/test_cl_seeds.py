@@ -190,7 +190,7 @@ def test_groups_are_named_by_their_seed_parent(tmp_path):
 def test_grouping_ignores_only_the_method_fields_a_method_does_not_read(tmp_path):
     import dataclasses
 
-    from asvd_jax.analysis import unread_method_fields
+    from asvd_jax.analysis import ewc_penalty_lambda, unread_method_fields
     from asvd_jax.analysis._seeds import _READ_BY
     from asvd_jax.cl import MethodConfig
 
@@ -205,12 +205,21 @@ def test_grouping_ignores_only_the_method_fields_a_method_does_not_read(tmp_path
         ("asvd1", "asvd", 1, ["method.lora_rank=4"]),             # unread by asvd: one group
         ("asvd_ewc0", "asvd", 0, ["method.add_ewc=true", "method.ewc_lambda=1e5"]),
         ("asvd_ewc1", "asvd", 1, ["method.add_ewc=true", "method.ewc_lambda=1e6"]),  # read: two
+        # The same penalty (1e5) set through add_ewc_lambda: asvd_ewc0's group.
+        ("asvd_ewc2", "asvd", 2, ["method.add_ewc=true", "method.ewc_lambda=1e6",
+                                  "method.add_ewc_lambda=1e5"]),
         ("asvd_u", "asvd", 2, ["method.rank_policy=uniform"]),   # asvd reads its policy: its own
     ]
     dirs = [_write_run(root, n, m, k, acc, sets=o) for n, m, k, o in runs]
     groups = group_by_seed(dirs)
     names = [[os.path.basename(r.run_dir) for r in g.runs] for g in groups]
-    assert names == [["seqft0", "seqft1"], ["ewc0"], ["ewc1"], ["asvd0", "asvd1"], ["asvd_ewc0"],
-                     ["asvd_ewc1"], ["asvd_u"]]
+    assert names == [["seqft0", "seqft1"], ["ewc0"], ["ewc1"], ["asvd0", "asvd1"],
+                     ["asvd_ewc0", "asvd_ewc2"], ["asvd_ewc1"], ["asvd_u"]]
     assert unread_method_fields({"name": "asvd", "add_ewc": True, "ewc_lambda": 1.0}) == frozenset()
     assert unread_method_fields({"name": "ewc", "ewc_lambda": 1.0, "add_ewc": False}) == {"add_ewc"}
+    both = {"name": "asvd", "add_ewc": True, "ewc_lambda": 1.0, "add_ewc_lambda": 2.0}
+    assert unread_method_fields(both) == {"ewc_lambda"} and ewc_penalty_lambda(both) == 2.0
+    assert unread_method_fields({**both, "add_ewc": False}) == {"ewc_lambda", "add_ewc_lambda"}
+    assert ewc_penalty_lambda({**both, "add_ewc": False}) is None
+    assert ewc_penalty_lambda({**both, "add_ewc_lambda": None}) == 1.0
+    assert ewc_penalty_lambda({**both, "name": "ewc"}) == 1.0

@@ -44,6 +44,7 @@ from asvd_jax.analysis._runs import (
 )
 from asvd_jax.analysis._seeds import (
     SeedGroup,
+    ewc_penalty_lambda,
     expand_run_dirs,
     group_by_seed,
     seed_summary,
@@ -110,6 +111,7 @@ __all__ = [
     "run_summary",
     "seed_summary",
     "seed_table",
+    "ewc_penalty_lambda",
     "unread_method_fields",
     "SeedGroup",
     "singular_spectrum",

@@ -81,19 +81,35 @@ def _freeze(x: Any) -> Any:
 _ASVD_ONLY = ("projection", "rank_policy", "projection_precision", "group_shapes", "fixed_layout",
               "leakage_from", "train_non_targets", "add_ewc")
 _READ_BY = {**dict.fromkeys(_ASVD_ONLY, ("asvd",)), "ewc_lambda": ("ewc",),
+            "add_ewc_lambda": (),
             **dict.fromkeys(("lora_rank", "lora_alpha", "lora_lr"), ("lora", "olora")),
             **dict.fromkeys(("olora_lambda1", "olora_lambda2"), ("olora",))}
-"""Field -> the methods that read it (``asvd`` also reads ``ewc_lambda`` when ``add_ewc``)."""
+"""Field -> the methods that always read it. ``asvd`` with ``add_ewc`` also reads
+``add_ewc_lambda``, or ``ewc_lambda`` when that is unset (``ewc_penalty_lambda``)."""
+
+
+def ewc_penalty_lambda(method: Mapping[str, Any]) -> float | None:
+    """The strength of the EWC penalty ``method`` (a MethodConfig as a dict) trains with, or
+    None when it has none: ``ewc_lambda`` for ``ewc``; for ``asvd`` with ``add_ewc``,
+    ``add_ewc_lambda`` or, unset (and in runs made before it existed), ``ewc_lambda``."""
+    name = method.get("name")
+    if name == "ewc":
+        return method.get("ewc_lambda")
+    if name == "asvd" and method.get("add_ewc"):
+        lam = method.get("add_ewc_lambda")
+        return method.get("ewc_lambda") if lam is None else lam
+    return None
 
 
 def unread_method_fields(method: Mapping[str, Any]) -> frozenset[str]:
     """The fields of ``method`` (a MethodConfig as a dict, e.g. a saved run's ``method:``
-    section) that its method never reads: ``ewc_lambda`` unless EWC's penalty is used, the
-    adapter fields unless LoRA / O-LoRA, the projection and rank fields unless ``asvd``."""
+    section) that its method never reads: the EWC lambdas it does not train with
+    (``ewc_penalty_lambda``), the adapter fields unless LoRA / O-LoRA, the projection and rank
+    fields unless ``asvd``."""
     name = method.get("name")
     read = {f for f, names in _READ_BY.items() if name in names}
     if name == "asvd" and method.get("add_ewc"):
-        read.add("ewc_lambda")
+        read.add("ewc_lambda" if method.get("add_ewc_lambda") is None else "add_ewc_lambda")
     return frozenset(f for f in _READ_BY if f in method and f not in read)
 
 
@@ -104,6 +120,9 @@ def _key(run: Run) -> tuple:
     for section, name in _IGNORED:
         cfg.get(section, {}).pop(name, None)
     method = cfg.get("method", {})
+    if method.get("name") == "asvd" and method.get("add_ewc"):
+        # One key for one penalty, however it was set (add_ewc_lambda, or ewc_lambda alone).
+        method["add_ewc_lambda"] = ewc_penalty_lambda(method)
     for name in unread_method_fields(method):
         del method[name]
     return _freeze(cfg)

@@ -226,10 +226,14 @@ class ASVDWithEWC(ASVD):
     """
 
     def __init__(self, config: MethodConfig, inner: InnerFactory):
+        from asvd_jax.analysis import ewc_penalty_lambda
         from asvd_jax.cl import baselines
+        from asvd_jax.cl._config import to_dict
 
         super().__init__(config, inner)
-        self._ewc = baselines.ewc(baselines.EWCConfig(ewc_lambda=config.ewc_lambda))
+        # The same rule the model card and the grouping of runs by seed read a saved config with.
+        lam = ewc_penalty_lambda(to_dict(config))
+        self._ewc = baselines.ewc(baselines.EWCConfig(ewc_lambda=lam))
 
     def start_task(self, ctx: TaskContext):
         params, _ = super().start_task(ctx)

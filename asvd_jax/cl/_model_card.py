@@ -84,12 +84,13 @@ def model_card(metrics: dict, config: Any) -> str:
             lines += [f"| {k} | {v['min']:.3f} | {v['mean']:.3f} | {v['max']:.3f} |"
                       for k, v in last.items()]
             lines.append("")
-    from asvd_jax.analysis import unread_method_fields
+    from asvd_jax.analysis import ewc_penalty_lambda, unread_method_fields
     from asvd_jax.cl._config import to_dict
 
-    unread = unread_method_fields(to_dict(c.method))  # the fields this method ignores: no line
-    if "ewc_lambda" not in unread:
-        lines.append(f"- EWC penalty, lambda {c.method.ewc_lambda:g}")
+    method = to_dict(c.method)
+    unread = unread_method_fields(method)  # the fields this method ignores: no line
+    if (lam := ewc_penalty_lambda(method)) is not None:
+        lines.append(f"- EWC penalty, lambda {lam:g}")
     if "lora_rank" not in unread:
         lines.append(f"- adapter rank {c.method.lora_rank}, alpha {c.method.lora_alpha}")
     t = c.train
