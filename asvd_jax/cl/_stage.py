@@ -139,7 +139,9 @@ def end_stage(runner, st: Stage, metrics: dict, train_seconds: float, leakage_lo
     if st.stop is not None:
         trainable = st.stop.restore(trainable)  # the best dev evaluation's weights
     new_moments = None if c.train.fresh_optimizer else adam_states(st.opt_state)
+    t = time.perf_counter()
     params, record = runner.method.finish_task(trainable, st.frozen, st.ctx)
+    runner._timed("finish_task", time.perf_counter() - t)  # EWC's Fisher, O-LoRA's merge...
     leak_fn = getattr(runner.method, "leakage", None)
     leak = leak_fn(trainable, st.ctx, st.opt_state) if leak_fn is not None else None
     if leak:
