@@ -47,6 +47,8 @@ NAMES=(minilm-seqft minilm-asvd minilm-seqft-lr1e-4 minilm-asvd-lr1e-4 minilm-as
        minilm-asvd-ewc1e4-seen minilm-asvd-ewc1e5-frozen-nontargets-seen
        minilm-ewc1e7-seen minilm-asvd-ewc1e6-seen
        minilm-ewc3e5-seen minilm-ewc3e6-seen minilm-asvd-ewc3e5-seen
+       minilm-asvd-ewc1e6-uniform0.25-seen minilm-asvd-ewc1e6-uniform0.1-seen
+       minilm-asvd-ewc1e6-halfpaper-seen minilm-asvd-ewc3e5-uniform0.25-seen
        smollm2-seqft smollm2-asvd smollm2-seqft-lr1e-4 smollm2-asvd-budget)
 declare -A SETS=(
   [minilm-seqft]="$MINILM method.name=seqft eval.option_pool=task train.option_pool=task"
@@ -102,6 +104,14 @@ declare -A SETS=(
   [minilm-ewc3e5-seen]="$MINILM method.name=ewc method.ewc_lambda=3e5 eval.option_pool=sequence train.option_pool=seen"
   [minilm-ewc3e6-seen]="$MINILM method.name=ewc method.ewc_lambda=3e6 eval.option_pool=sequence train.option_pool=seen"
   [minilm-asvd-ewc3e5-seen]="$MINILM method.name=asvd method.add_ewc=true method.add_ewc_lambda=3e5 eval.option_pool=sequence train.option_pool=seen"
+  # Less protection under EWC's penalty at its own optimum: the combination at 1e6 learned
+  # little (plasticity 40.0 against EWC's 55.3) with the paper's policy protecting about half of
+  # every matrix; does a smaller protected share add retention to EWC at no plasticity cost?
+  # (halfpaper: mrr and trr halved, the paper's own rank ablation.)
+  [minilm-asvd-ewc1e6-uniform0.25-seen]="$MINILM method.name=asvd method.add_ewc=true method.add_ewc_lambda=1e6 method.rank_policy.uniform.fraction=0.25 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-asvd-ewc1e6-uniform0.1-seen]="$MINILM method.name=asvd method.add_ewc=true method.add_ewc_lambda=1e6 method.rank_policy.uniform.fraction=0.1 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-asvd-ewc1e6-halfpaper-seen]="$MINILM method.name=asvd method.add_ewc=true method.add_ewc_lambda=1e6 method.rank_policy.paper.mrr=0.05 method.rank_policy.paper.trr=0.4 eval.option_pool=sequence train.option_pool=seen"
+  [minilm-asvd-ewc3e5-uniform0.25-seen]="$MINILM method.name=asvd method.add_ewc=true method.add_ewc_lambda=3e5 method.rank_policy.uniform.fraction=0.25 eval.option_pool=sequence train.option_pool=seen"
   [minilm-asvd-uniform0.75-seen]="$MINILM method.name=asvd method.add_ewc=false method.rank_policy.uniform.fraction=0.75 eval.option_pool=sequence train.option_pool=seen"
   [minilm-mtl-nostop150-seen]="$MINILM method.name=mtl train.patience=0 train.max_steps=150 eval.option_pool=sequence train.option_pool=seen"
   [smollm2-seqft]="$SMOL method.name=seqft"
