@@ -90,6 +90,49 @@ def test_forgetting_sweep_every_cell_loads(tmp_path):
     for name, cfg in cfgs.items():
         assert cfg.run.seeds == (0, 1), name
         assert cfg.eval.split == "dev" and cfg.train.stop_holdout == 30, name
+    # The preset's method carries EWC's penalty; each cell of the method alone must turn it off
+    # and each "-ewc<lambda>" cell must train with its own lambda, whatever the preset says.
+    from asvd_jax.analysis import ewc_penalty_lambda
+    from asvd_jax.cl._config import to_dict
+
+    for name, cfg in cfgs.items():
+        if cfg.method.name != "asvd":
+            continue
+        tag = next((p[3:] for p in name.split("-") if p.startswith("ewc")), None)
+        want = float(tag) if tag else None
+        assert ewc_penalty_lambda(to_dict(cfg.method)) == want, name
+
+
+def test_update_subspace_share_script(tmp_path):
+    """scripts/update_subspace_share.py: a run of this method puts none of a task's change in
+    the subspace its own rank plan protected; SeqFT's change has energy there; a run without
+    every task-end checkpoint is refused by name."""
+    import sys
+
+    from _helpers.runs import TINY_RUN
+
+    from asvd_jax.cl import run
+
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    try:
+        from update_subspace_share import shares
+    finally:
+        sys.path.pop(0)
+    base = TINY_RUN + ["checkpoint.export_hf=false", "eval.zero_shot=false"]
+    dirs = {}
+    for method, keep in (("asvd", 0), ("seqft", 0), ("ewc", 1)):
+        dirs[method] = str(tmp_path / method)
+        run(load_config(None, base + [f"method.name={method}", f"checkpoint.keep_tasks={keep}"]),
+            run_dir=dirs[method])
+    own = shares(dirs["asvd"], [0.5], dirs["asvd"])
+    seq = shares(dirs["seqft"], [0.5], dirs["asvd"])
+    assert [r["subspace"] for r in own] == ["uniform 0.5", "this method's plan"]
+    assert own[1]["share"] < 1e-8 < own[1]["random"]  # the projection kept it out
+    assert 0.05 < seq[1]["share"] < 1 and 0 < seq[0]["share"] < 1
+    for r in own + seq:  # 1 - (1 - k/m)(1 - k/n) of an isotropic change, k = m/2 here
+        assert 0 < r["random"] < 1
+    with pytest.raises(SystemExit, match="keep_tasks=0"):
+        shares(dirs["ewc"], [0.5], None)
 
 
 @pytest.mark.parametrize("order, want", [(None, 1), ("3", 3)])
