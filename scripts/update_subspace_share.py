@@ -67,13 +67,15 @@ def shares(run_dir: str, fractions: list[float], plan_dir: str | None) -> list[d
         leaves = {p: v for p, v in aj.flatten_with_paths(delta)[0] if p in paths}
         energy = {p: float(np.sum(v ** 2)) for p, v in leaves.items()}
         total = sum(energy.values())
+        svds = aj.weight_svds(before, targets)  # one SVD per matrix, cut to every k below
         options = [(f"uniform {f:g}", None, f) for f in fractions]
         if plan_dir:
             options.append(("this method's plan", _ranks_from_plan(plan_dir, t), None))
         for label, ranks, fraction in options:
             if ranks is None:
                 ranks = {p: int(fraction * min(leaves[p].shape)) for p in paths}
-            ratio = an.weight_change_in_protected(delta, aj.compute_bases(before, ranks, targets))
+            bases = aj.compute_bases(before, ranks, targets, svds=svds)
+            ratio = an.weight_change_in_protected(delta, bases)
             m = {p: leaves[p].shape for p in paths}
             share = sum(float(ratio[p]) ** 2 * energy[p] for p in paths) / total
             # An isotropic change: 1 - (1 - k/rows)(1 - k/cols) of its energy is protected.
@@ -82,6 +84,12 @@ def shares(run_dir: str, fractions: list[float], plan_dir: str | None) -> list[d
             rows.append({"run": run_dir, "task": t, "subspace": label, "share": share,
                          "random": rand, "matrices": len(paths)})
     return rows
+
+
+def _label(run_dir: str) -> str:
+    """``parent/seed0`` for a seed of a multi-seed run, else the folder name."""
+    head, tail = os.path.split(os.path.normpath(run_dir))
+    return f"{os.path.basename(head)}/{tail}" if tail.startswith("seed") else tail
 
 
 def main(argv=None) -> int:
@@ -96,7 +104,7 @@ def main(argv=None) -> int:
     print("| run | task | protected subspace | share of the change's energy | random subspace |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {os.path.basename(os.path.normpath(r['run']))} | {r['task']} | {r['subspace']} | "
+        print(f"| {_label(r['run'])} | {r['task']} | {r['subspace']} | "
               f"{r['share']:.3f} | {r['random']:.3f} |")
     if a.json:
         with open(a.json, "w") as f:
