@@ -28,9 +28,10 @@ import numpy as np
 
 
 def _task_params(run_dir: str):
+    """The run's params at every task end, and its target matrices."""
     from asvd_jax.cl import load_config
     from asvd_jax.cl._checkpoint import Checkpointer
-    from asvd_jax.cl._families import build_adapter
+    from asvd_jax.cl._families import build_adapter, select_run_targets
 
     config = load_config(os.path.join(run_dir, "config.yaml"), [])
     _, adapter, default_targets = build_adapter(config)
@@ -41,13 +42,16 @@ def _task_params(run_dir: str):
         raise SystemExit(f"{run_dir}: task-end checkpoints {names}; every task's is needed "
                          f"(run with --set checkpoint.keep_tasks=0)")
     params = [ckpt.restore(n, {"params": adapter.params})["params"] for n in names]
-    include = list(config.method.targets_include) or list(default_targets)
-    return config, params, include
+    return params, select_run_targets(config.method, params[0], default_targets)
 
 
 def _ranks_from_plan(plan_dir: str, stage: int) -> dict[str, int]:
-    (path,) = glob.glob(os.path.join(plan_dir, "rank_plans", f"task-{stage:04d}-*.json"))
-    with open(path) as f:
+    pattern = os.path.join(plan_dir, "rank_plans", f"task-{stage:04d}-*.json")
+    found = glob.glob(pattern)
+    if len(found) != 1:
+        raise SystemExit(f"--rank-plans: {len(found)} files match {pattern} (one per task "
+                         f"boundary expected: an asvd run directory of the same sequence)")
+    with open(found[0]) as f:
         return {e["path"]: int(e["k"]) for e in json.load(f)["entries"]}
 
 
@@ -55,9 +59,7 @@ def shares(run_dir: str, fractions: list[float], plan_dir: str | None) -> list[d
     import asvd_jax as aj
     from asvd_jax import analysis as an
 
-    config, params, include = _task_params(run_dir)
-    exclude = list(config.method.targets_exclude) or aj.DEFAULT_EXCLUDE
-    targets = aj.select_targets(params[0], include=include, exclude=exclude)
+    params, targets = _task_params(run_dir)
     paths = [p for p, _ in aj.list_targets(targets)]
     rows = []
     for t in range(1, len(params)):
@@ -66,6 +68,7 @@ def shares(run_dir: str, fractions: list[float], plan_dir: str | None) -> list[d
                              params[t], before)
         leaves = {p: v for p, v in aj.flatten_with_paths(delta)[0] if p in paths}
         energy = {p: float(np.sum(v ** 2)) for p, v in leaves.items()}
+        shape = {p: v.shape for p, v in leaves.items()}
         total = sum(energy.values())
         svds = aj.weight_svds(before, targets)  # one SVD per matrix, cut to every k below
         options = [(f"uniform {f:g}", None, f) for f in fractions]
@@ -73,14 +76,13 @@ def shares(run_dir: str, fractions: list[float], plan_dir: str | None) -> list[d
             options.append(("this method's plan", _ranks_from_plan(plan_dir, t), None))
         for label, ranks, fraction in options:
             if ranks is None:
-                ranks = {p: int(fraction * min(leaves[p].shape)) for p in paths}
+                ranks = {p: int(fraction * min(shape[p])) for p in paths}
             bases = aj.compute_bases(before, ranks, targets, svds=svds)
             ratio = an.weight_change_in_protected(delta, bases)
-            m = {p: leaves[p].shape for p in paths}
             share = sum(float(ratio[p]) ** 2 * energy[p] for p in paths) / total
             # An isotropic change: 1 - (1 - k/rows)(1 - k/cols) of its energy is protected.
-            rand = sum((1 - (1 - ranks[p] / m[p][0]) * (1 - ranks[p] / m[p][1])) * energy[p]
-                       for p in paths) / total
+            rand = sum((1 - (1 - ranks[p] / shape[p][0]) * (1 - ranks[p] / shape[p][1]))
+                       * energy[p] for p in paths) / total
             rows.append({"run": run_dir, "task": t, "subspace": label, "share": share,
                          "random": rand, "matrices": len(paths)})
     return rows

@@ -133,6 +133,8 @@ def test_update_subspace_share_script(tmp_path):
         assert 0 < r["random"] < 1
     with pytest.raises(SystemExit, match="keep_tasks=0"):
         shares(dirs["ewc"], [0.5], None)
+    with pytest.raises(SystemExit, match="--rank-plans: 0 files match"):  # SeqFT plans nothing
+        shares(dirs["seqft"], [0.5], dirs["seqft"])
 
 
 @pytest.mark.parametrize("order, want", [(None, 1), ("3", 3)])

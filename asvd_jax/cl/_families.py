@@ -7,7 +7,7 @@ names a family itself.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from asvd_jax.models import Family, get_family, load_model
 
@@ -26,3 +26,15 @@ def build_adapter(config: Any, model: Any = None, tokenizer: Any = None) -> tupl
     else:
         targets = tuple(family.default_targets)
     return family, family.adapter(config, model, tokenizer), tuple(targets)
+
+
+def select_run_targets(method: Any, params: Any, default_targets: Sequence[str]) -> Any:
+    """The targets of a run: ``method.targets_include`` (else the family's defaults) less
+    ``method.targets_exclude`` (else ``asvd_jax.DEFAULT_EXCLUDE``), as ``select_targets``
+    returns them. The runner and anything that re-reads a run's checkpoints call this."""
+    import asvd_jax as aj
+
+    include = list(method.targets_include) or list(default_targets)
+    exclude = list(method.targets_exclude) or aj.DEFAULT_EXCLUDE
+    return aj.select_targets(params, include=include, exclude=exclude)
+

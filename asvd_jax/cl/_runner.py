@@ -31,7 +31,6 @@ from typing import Any
 
 import jax
 
-import asvd_jax as aj
 from asvd_jax.cl import _evaluate, _resume, _stage
 from asvd_jax.cl._checkpoint import Checkpointer, write_json_atomic
 from asvd_jax.cl._config import ExperimentConfig, to_dict, to_yaml, validate
@@ -131,7 +130,7 @@ class Runner:
 
     def setup(self) -> None:
         from asvd_jax.cl._mesh import make_mesh, shard_tree
-        from asvd_jax.cl._families import build_adapter
+        from asvd_jax.cl._families import build_adapter, select_run_targets
 
         c = self.config
         if c.mesh.distributed:
@@ -175,9 +174,7 @@ class Runner:
         except ValueError as e:
             raise RunError(str(e)) from None
         self.params0 = shard_tree(self.adapter.params, self.mesh)
-        include = list(c.method.targets_include) or list(default_targets)
-        exclude = list(c.method.targets_exclude) or aj.DEFAULT_EXCLUDE
-        self.targets = aj.select_targets(self.params0, include=include, exclude=exclude)
+        self.targets = select_run_targets(c.method, self.params0, default_targets)
         self._timed("model", time.perf_counter() - t)
         self.method = self._build_method()
         if c.method.name == "mtl":
