@@ -37,10 +37,12 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     family: str = "llama"
-    """Model family: ``llama`` (decoder), ``bert`` (encoder, option scoring by similarity) or
-    ``t5`` (encoder-decoder)."""
+    """Model family: ``llama`` (decoder), ``gemma3`` (decoder), ``bert`` (encoder, option
+    scoring by similarity) or ``t5`` (encoder-decoder); or one registered with
+    ``register_family``."""
     source: str = "smollm2"
-    """Where the weights come from: ``smollm2`` / ``minilm`` (the packaged models), ``hf``
+    """Where the weights come from: ``smollm2`` / ``minilm`` / ``gemma3_270m`` (the packaged
+    models; Gemma 3 270M is the base model, for ``family: gemma3``), ``hf``
     (a local Hugging Face folder in ``path``), ``gguf`` (a GGUF file in ``path``), ``hub``
     (a hub id in ``path``; needs a network) or ``random`` (a tiny random model for tests)."""
     path: str = ""

@@ -131,7 +131,7 @@ class Family:
 
 
 # The package's own families, imported on the first look-up; each registers itself there.
-_DISCOVER = ("asvd_jax.models.llama", "asvd_jax.models.bert", "asvd_jax.models.t5")
+_DISCOVER = ("asvd_jax.models.llama", "asvd_jax.models.bert", "asvd_jax.models.t5", "asvd_jax.models.gemma3")
 _REGISTRY: dict[str, Family] = {}
 _discovered = False
 

@@ -119,3 +119,29 @@ def export_folder(model, folder: str | os.PathLike, tensors: Mapping[str, np.nda
     write_safetensors(folder, tensors, model.config.to_hf_dict())
     if tokenizer is not None:
         tokenizer.save(folder)
+
+
+def params_from_hf(build, hf_name, tensors: Mapping[str, np.ndarray], source: str, param_dtype=None):
+    """The nnx model ``build()`` makes, every parameter taken from HF ``tensors``.
+
+    ``build`` constructs the model (run abstractly: nothing is randomly initialised);
+    ``hf_name(path) -> (name, transposed)`` as for ``params_to_hf``. Every tensor's shape is
+    checked against the model's (``take``); a missing one is a CheckpointError naming it.
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from asvd_jax._paths import flatten_with_paths
+    from asvd_jax.models._capture import assign_capture_names
+
+    graphdef, state = nnx.split(nnx.eval_shape(build))
+    leaves, treedef = flatten_with_paths(state)
+    values = []
+    for path, leaf in leaves:
+        name, transposed = hf_name(path)
+        arr = take(tensors, name, tuple(leaf.shape[::-1]) if transposed else tuple(leaf.shape), source)
+        values.append(jnp.asarray(arr.T if transposed else arr, param_dtype or leaf.dtype))
+    model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, values))
+    assign_capture_names(model)
+    return model

@@ -10,15 +10,13 @@ import importlib.util
 import os
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from asvd_jax._paths import flatten_with_paths
 from asvd_jax.data import bucket_length, pad_token_rows
-from asvd_jax.models._capture import assign_capture_names
-from asvd_jax.models._hf_io import CheckpointError, export_folder, params_to_hf, read_config, read_safetensors, take
+from asvd_jax.models._hf_io import (CheckpointError, export_folder, params_from_hf, params_to_hf, read_config,
+                                    read_safetensors)
 from asvd_jax.models._tokenizer import TextTokenizer
 from asvd_jax.models.bert._model import MINILM_PACKAGE, MINILM_PIP, Bert, BertConfig, embed
 
@@ -56,17 +54,8 @@ def load_model(folder: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.
         tensors = {k[5:]: v for k, v in tensors.items() if k.startswith("bert.")}
     hf["has_pooler"] = "pooler.dense.weight" in tensors
     cfg = BertConfig.from_hf_dict(hf, source=os.path.join(folder, "config.json"))
-    abstract = nnx.eval_shape(lambda: Bert(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    leaves, treedef = flatten_with_paths(state)
-    values = []
-    for path, leaf in leaves:
-        name, transposed = hf_name(path)
-        arr = take(tensors, name, tuple(leaf.shape[::-1]) if transposed else tuple(leaf.shape), source)
-        values.append(jnp.asarray(arr.T if transposed else arr, param_dtype))
-    model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, values))
-    assign_capture_names(model)
-    return model
+    return params_from_hf(lambda: Bert(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)),
+                          hf_name, tensors, source, param_dtype)
 
 
 def load_tokenizer(folder: str | os.PathLike, config: BertConfig | None = None) -> TextTokenizer | None:

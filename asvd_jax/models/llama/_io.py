@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from asvd_jax._paths import flatten_with_paths
-from asvd_jax.models._hf_io import CheckpointError, read_config, read_safetensors, take, write_safetensors
+from asvd_jax.models._hf_io import CheckpointError, params_from_hf, read_config, read_safetensors, write_safetensors
 from asvd_jax.models._tokenizer import TextTokenizer
 from asvd_jax.models.llama._model import Llama, LlamaConfig
 
@@ -47,30 +47,17 @@ def hf_names(config: LlamaConfig) -> dict[str, tuple[str, bool]]:
     return names
 
 
-def _set_path(tree: dict, path: str, value) -> None:
-    *parents, leaf = path.split("/")
-    for key in parents:
-        tree = tree[int(key) if key.isdigit() and int(key) in tree else key]
-    tree[leaf] = value
-
-
 def _assemble(config: LlamaConfig, tensors: Mapping[str, np.ndarray], source: str, *,
               dtype=None, param_dtype=jnp.float32) -> Llama:
-    abstract = nnx.eval_shape(
-        lambda: Llama(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    pure = nnx.to_pure_dict(state)
     names = hf_names(config)
-    leaves, _ = flatten_with_paths(pure)
-    for path, leaf in leaves:
+
+    def hf_name(path: str) -> tuple[str, bool]:
         if path not in names:
             raise CheckpointError(f"{source}: no HF tensor is mapped to parameter {path!r}")
-        hf, transposed = names[path]
-        shape = tuple(leaf.shape[::-1]) if transposed else tuple(leaf.shape)
-        arr = take(tensors, hf, shape, source)
-        _set_path(pure, path, jnp.asarray(arr.T if transposed else arr, param_dtype))
-    nnx.replace_by_pure_dict(state, pure)
-    return nnx.merge(graphdef, state)
+        return names[path]
+
+    return params_from_hf(lambda: Llama(config, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)),
+                          hf_name, tensors, source, param_dtype)
 
 
 def _special_id(folder: str, tok, config: dict, key: str) -> int | None:

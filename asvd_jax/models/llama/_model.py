@@ -214,16 +214,21 @@ def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 class RMSNorm(nnx.Module):
-    """y = x / sqrt(mean(x^2) + eps) * scale, the statistics in float32 whatever the dtype."""
+    """y = x / sqrt(mean(x^2) + eps) * (offset + scale), the statistics in float32 whatever the dtype.
 
-    def __init__(self, dim: int, eps: float, *, param_dtype=jnp.float32):
-        self.scale = nnx.Param(jnp.ones((dim,), param_dtype))
+    ``offset=1`` is Gemma's zero-centred weight (HF stores ``scale`` with the 1 taken out, and
+    a fresh norm is the identity at ``scale = 0``); Llama stores the multiplier itself.
+    """
+
+    def __init__(self, dim: int, eps: float, *, offset: float = 0.0, param_dtype=jnp.float32):
+        self.scale = nnx.Param(jnp.full((dim,), 1.0 - offset, param_dtype))
         self.eps = eps
+        self.offset = offset
 
     def __call__(self, x: jax.Array) -> jax.Array:
         xf = x.astype(jnp.float32)
         y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-        return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+        return (y * (self.offset + self.scale[...].astype(jnp.float32))).astype(x.dtype)
 
 
 class Attention(nnx.Module):

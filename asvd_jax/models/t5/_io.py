@@ -10,14 +10,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from asvd_jax._paths import flatten_with_paths
-from asvd_jax.models._capture import assign_capture_names
-from asvd_jax.models._hf_io import CheckpointError, export_folder, params_to_hf, read_config, read_safetensors, take
+from asvd_jax.models._hf_io import (CheckpointError, export_folder, params_from_hf, params_to_hf, read_config,
+                                    read_safetensors)
 from asvd_jax.models._tokenizer import TextTokenizer
 from asvd_jax.models.t5._model import T5, T5Config
 
@@ -50,18 +48,8 @@ def hf_name(path: str) -> tuple[str, bool]:
 
 
 def _params_from_tensors(cfg, tensors, source, dtype, param_dtype) -> T5:
-    abstract = nnx.eval_shape(lambda: T5(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    leaves, treedef = flatten_with_paths(state)
-    values = []
-    for path, leaf in leaves:
-        name, transposed = hf_name(path)
-        shape = tuple(leaf.shape[::-1]) if transposed else tuple(leaf.shape)
-        arr = take(tensors, name, shape, source)
-        values.append(jnp.asarray(arr.T if transposed else arr, param_dtype))
-    model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, values))
-    assign_capture_names(model)
-    return model
+    return params_from_hf(lambda: T5(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)),
+                          hf_name, tensors, source, param_dtype)
 
 
 def load_model(folder: str | os.PathLike, *, dtype=jnp.float32, param_dtype=jnp.float32) -> T5:
