@@ -141,8 +141,8 @@ def test_kill_mid_task_resumes_the_patience_state_and_best_weights(tmp_path, mon
 
     original = _runner.make_train_step
 
-    def dying(adapter, method, opt):
-        step = original(adapter, method, opt)
+    def dying(adapter, method, opt, *freeze):
+        step = original(adapter, method, opt, *freeze)
         calls = {"n": 0}
 
         def wrapped(*args):

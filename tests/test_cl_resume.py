@@ -36,8 +36,8 @@ def test_kill_mid_task_then_resume(tmp_path, monkeypatch):
 
     from asvd_jax.cl._task_state import state_bases
 
-    def dying(adapter, method, opt):
-        step = original(adapter, method, opt)  # one step for the whole run
+    def dying(adapter, method, opt, *freeze):
+        step = original(adapter, method, opt, *freeze)  # one step for the whole run
         calls = {"n": 0}
 
         def wrapped(*args):

@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from _helpers.runs import TINY_RUN
 from tolerances import assert_close
@@ -85,9 +86,9 @@ def test_a_run_builds_one_chain_and_step_and_swaps_fresh_bases(tmp_path, monkeyp
             seen["params"], seen["ranks"], seen["targets"] = ctx.params, self._plan.ranks(), ctx.targets
         return out
 
-    def counting_step(adapter, method, opt):
+    def counting_step(adapter, method, opt, *freeze):
         built["step"] += 1
-        step = original_step(adapter, method, opt)
+        step = original_step(adapter, method, opt, *freeze)
 
         def wrapped(trainable, frozen, opt_state, batch):
             bases = state_bases(opt_state)
@@ -133,3 +134,31 @@ def _projector(side, is_complement, dim):
     q = np.asarray(side, np.float64)
     p = q @ q.T
     return p if is_complement else np.eye(dim) - p
+
+
+def test_train_freeze_keeps_matching_params_fixed_without_optimizer_state(tmp_path):
+    from asvd_jax.cl._config import ConfigError
+
+    config = load_config(None, TINY_RUN + ["method.name=seqft", "train.freeze=[embed/]",
+                                           "data.max_train_per_task=16", "eval.zero_shot=false",
+                                           "eval.lm_loss=false"])
+    from asvd_jax.models import load_model, split_model
+
+    initial = split_model(load_model(config.model)[0])[1]  # the random source is seeded
+    before = {p: np.array(v) for p, v in aj.flatten_with_paths(initial)[0]}
+    runner = Runner(config, run_dir=str(tmp_path / "r"))
+    m = runner.run()
+    runner.trackers.close()
+    assert m["status"] == "complete"
+    after = dict(aj.flatten_with_paths(runner.params)[0])
+    for path, value in after.items():
+        changed = not np.array_equal(np.asarray(value), before[path])
+        assert changed == (not path.startswith("embed/")), path
+    # No AdamW moments for the frozen embedding: only the trained leaves have them.
+    moments = [s for s in jax.tree.leaves(runner.opt.init(runner.adapter.params),
+                                          is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))
+               if isinstance(s, optax.ScaleByAdamState)]
+    sizes = sum(int(np.size(x)) for s in moments for x in jax.tree.leaves(s.mu))
+    assert sizes == sum(v.size for p, v in before.items() if not p.startswith("embed/"))
+    with pytest.raises(ConfigError, match=r"train.freeze: \['lm_head/'\] match no parameter"):
+        Runner(load_config(None, TINY_RUN + ["train.freeze=[lm_head/]"]), run_dir=str(tmp_path / "x")).run()

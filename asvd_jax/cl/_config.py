@@ -214,6 +214,11 @@ class TrainConfig:
     """Early stopping on this many held-out training examples per task (class-balanced,
     removed from training) instead of the dev split; use it for dev sweeps
     (``eval.split: dev``), where stopping on dev would bias the diagonal R[j, j] upwards."""
+    freeze: tuple[str, ...] = ()
+    """Regexes (``re.search`` on parameter paths, e.g. ``embed/``) of parameters that no method
+    trains: no gradient flows into them and the optimizer keeps no state for them. A pattern
+    that matches no parameter is an error. For large vocabularies: Gemma 3 270M's tied
+    embedding is 168M of its 268M parameters (docs/models.md has the measured cost)."""
     option_pool: str = "task"
     """Which answers an option-contrastive loss (the encoder's) contrasts a task's inputs
     with: ``task``, its own label words; ``seen``, the label words of every task trained so

@@ -41,7 +41,7 @@ from asvd_jax.cl._progress import Progress
 from asvd_jax.cl._stage import release_freed_memory
 from asvd_jax.cl._sequence import check_eval_split, load_sequence, statistics_items
 from asvd_jax.cl._status import recording_end
-from asvd_jax.cl._train import inner_optimizer, make_train_step, with_accumulation
+from asvd_jax.cl._train import check_freeze, inner_optimizer, make_train_step, with_accumulation
 
 
 # Config fields that may differ between a run and its resumption.
@@ -205,8 +205,10 @@ class Runner:
         """The run's one optax chain and jitted step, built at the first stage this process
         trains (``method.optimizer`` is asked once per run)."""
         if self.opt is None:
+            freeze = self.config.train.freeze
+            check_freeze(freeze, ctx.params)
             self.opt = with_accumulation(self.method.optimizer(ctx), self.config.train.grad_accum)
-            self.step_fn = make_train_step(self.adapter, self.method, self.opt)
+            self.step_fn = make_train_step(self.adapter, self.method, self.opt, freeze)
         return self.opt, self.step_fn
 
     # ------------------------------------------------------------------------- batches

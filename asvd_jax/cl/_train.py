@@ -15,13 +15,15 @@ micro-batch (``optax.MultiSteps`` would evaluate the chain at every micro-step).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import re
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from asvd_jax._accumulate import accumulate_gradients
+from asvd_jax._paths import flatten_with_paths, path_str
 from asvd_jax.cl._config import TrainConfig
 
 
@@ -43,6 +45,28 @@ def learning_rate(train: TrainConfig, total_steps: int) -> optax.Schedule | floa
     return lambda count: cosine(jnp.asarray(count, jnp.float32))
 
 
+def trains(patterns: Sequence[str]) -> Callable[[Any], Any]:
+    """``mask(tree)``: a tree of bools, False at the leaves whose path matches a ``train.freeze``
+    pattern (``re.search``): what ``optax.masked`` takes and the train step stops gradients at."""
+    compiled = [re.compile(p) for p in patterns]
+
+    def mask(tree):
+        return jax.tree_util.tree_map_with_path(
+            lambda kp, _: not any(c.search(path_str(kp)) for c in compiled), tree)
+
+    return mask
+
+
+def check_freeze(patterns: Sequence[str], params: Any) -> None:
+    """ConfigError naming each ``train.freeze`` pattern that matches no parameter path."""
+    from asvd_jax.cl._config import ConfigError
+
+    paths = [p for p, _ in flatten_with_paths(params)[0]]
+    unmatched = [p for p in patterns if not any(re.search(p, path) for path in paths)]
+    if unmatched:
+        raise ConfigError(f"train.freeze: {unmatched} match no parameter path (e.g. {paths[0]!r})")
+
+
 def inner_optimizer(train: TrainConfig, total_steps: int | None = None) -> optax.GradientTransformation:
     """(clip) + AdamW with the configured schedule: what every full fine-tuning method wraps.
 
@@ -59,7 +83,10 @@ def inner_optimizer(train: TrainConfig, total_steps: int | None = None) -> optax
     if train.max_grad_norm > 0:
         parts.append(optax.clip_by_global_norm(train.max_grad_norm))
     parts.append(optax.adamw(learning_rate(train, total_steps), weight_decay=train.weight_decay))
-    return optax.chain(*parts)
+    chain = optax.chain(*parts)
+    # Frozen leaves get no AdamW moments (Gemma's embedding: 1.3 GB of them); their updates
+    # pass through as the zeros the train step's stopped gradient makes them.
+    return optax.masked(chain, trains(train.freeze)) if train.freeze else chain
 
 
 def with_accumulation(opt: optax.GradientTransformation, grad_accum: int) -> optax.GradientTransformation:
@@ -68,12 +95,16 @@ def with_accumulation(opt: optax.GradientTransformation, grad_accum: int) -> opt
     return accumulate_gradients(opt, grad_accum)
 
 
-def make_train_step(adapter: Any, method: Any, opt: optax.GradientTransformation):
+def make_train_step(adapter: Any, method: Any, opt: optax.GradientTransformation, freeze: Sequence[str] = ()):
     """Jitted ``(trainable, frozen, opt_state, batch) -> (trainable, opt_state, loss, penalty,
-    grad_norm)``; ``grad_norm`` is the global norm of this micro-batch's raw gradient."""
+    grad_norm)``; ``grad_norm`` is the global norm of this micro-batch's raw gradient.
+    Parameters matching a ``freeze`` pattern get a zero gradient (``train.freeze``)."""
+    mask = trains(freeze)
 
     def step(trainable, frozen, opt_state, batch):
         def total(t):
+            if freeze:  # XLA then drops their backward pass (Gemma: the embedding's scatter)
+                t = jax.tree.map(lambda x, m: x if m else jax.lax.stop_gradient(x), t, mask(t))
             task_loss = adapter.loss(method.effective_params(t, frozen), batch)
             pen = jnp.asarray(method.penalty(t, frozen), jnp.float32)
             return task_loss + pen, (task_loss, pen)
