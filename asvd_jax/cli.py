@@ -3,7 +3,7 @@
     asvd-jax run CONFIG.yaml [--set train.lr=3e-5 ...] [--run-dir DIR] [--resume] [--seeds 0,1,2]
     asvd-jax demo [--set ...] [--out-dir runs/demo] [--methods asvd,seqft]
     asvd-jax report RUN_DIR [RUN_DIR ...] [--write] [--format csv] [--out TABLE.md|.csv]
-    asvd-jax data [CONFIG.yaml] [--custom SEQUENCE.yaml] [--set data.order=2 ...]
+    asvd-jax data [CONFIG.yaml] [--suite standard4 | --custom SEQUENCE.yaml] [--set data.order=2 ...]
     asvd-jax config [CONFIG.yaml] [--set ...]        (the resolved config, every field documented)
 
 Bad input (a misspelt key, a missing file) prints one ``error:`` line and exits with 2.
@@ -54,8 +54,12 @@ def _parser() -> argparse.ArgumentParser:
                          "capacity.png is drawn with --write")
     p = sub.add_parser("data", help="print the task sequence's sizes and class counts")
     _common(p)
-    p.add_argument("--custom", metavar="YAML", default=None,
-                   help="a custom sequence YAML (= --set data.suite=custom --set data.path=YAML)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--suite", metavar="NAME", default=None,
+                        help="a built-in sequence: offline, offline_disjoint, standard4, long, ... "
+                             "(= --set data.suite=NAME)")
+    source.add_argument("--custom", metavar="YAML", default=None,
+                        help="a custom sequence YAML (= --set data.suite=custom --set data.path=YAML)")
     p = sub.add_parser("config", help="print the resolved config, each field with its documentation")
     _common(p)
     return parser
@@ -158,6 +162,8 @@ def _data(args) -> int:
     from asvd_jax.data import describe
 
     extra = ["data.suite=custom", f"data.path={args.custom}"] if args.custom else []
+    if args.suite:
+        extra = [f"data.suite={args.suite}"]
     config = load_config(args.config, [*extra, *args.overrides])
     print(describe(load_sequence(config.data)))
     return 0

@@ -66,11 +66,13 @@ class ModelConfig:
 class DataConfig:
     suite: str = "offline"
     """Task sequence: ``offline`` (the packaged five-task suite), ``offline_disjoint`` (five
-    offline tasks without a shared label word, docs/data.md), ``olora`` / ``trace`` (the
-    paper's benchmarks under ``root``), ``custom`` (a YAML sequence in ``path``) or ``fixture``
-    (two tiny keyword tasks for pulse checks)."""
+    offline tasks without a shared label word, docs/data.md), ``standard4`` / ``long`` (offline
+    stand-ins shaped like the paper's 4-task and long benchmarks: Mercari, Rotten Tomatoes,
+    BBC News, ..., docs/data.md), ``olora`` / ``trace`` (the paper's benchmarks under
+    ``root``), ``custom`` (a YAML sequence in ``path``) or ``fixture`` (two tiny keyword tasks
+    for pulse checks)."""
     order: int = 1
-    """Task order (offline, offline_disjoint: 1-3; O-LoRA: 1-6)."""
+    """Task order (offline, offline_disjoint, standard4: 1-3; long: 1; O-LoRA: 1-6)."""
     tasks: tuple[str, ...] = ()
     """Keep only these tasks of the order (in the order's sequence); empty = all."""
     root: str = ""
@@ -80,13 +82,13 @@ class DataConfig:
     path is relative to the working directory; the data files named inside the YAML are
     relative to the YAML's own folder."""
     data_dir: str = ""
-    """Cache folder for the built offline suite; empty = the data module's default."""
+    """Cache folder for the built offline suites; empty = the data module's default."""
     per_class_train: int = 40
-    """Training examples per class (offline suite)."""
+    """Training examples per class (offline, offline_disjoint, standard4, long)."""
     per_class_dev: int = 10
-    """Dev examples per class (offline suite)."""
+    """Dev examples per class (offline, offline_disjoint, standard4, long)."""
     per_class_test: int = 30
-    """Test examples per class (offline suite)."""
+    """Test examples per class (offline, offline_disjoint, standard4, long)."""
     max_train_per_task: int = 0
     """Cap on training examples per task after loading (0 = no cap); class-balanced for
     classification tasks (seeded), a seeded random draw for generation tasks."""
@@ -322,7 +324,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.family": ("llama", "bert", "t5"),
     "model.source": ("smollm2", "minilm", "hf", "gguf", "hub", "random"),
     "model.dtype": ("float32", "bfloat16"),
-    "data.suite": ("offline", "offline_disjoint", "olora", "trace", "custom", "fixture"),
+    "data.suite": ("offline", "offline_disjoint", "standard4", "long", "olora", "trace", "custom", "fixture"),
     "method.name": ("asvd", "seqft", "mtl", "ewc", "lora", "olora"),
     "method.projection": ("strict", "paper", "input", "output", "none"),
     "method.leakage_from": ("updates", "weights"),

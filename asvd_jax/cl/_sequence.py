@@ -101,6 +101,10 @@ def load_sequence(cfg: DataConfig, progress=None, sequence=None):
         seq = disjoint_sequence(cfg.order, data_dir=cfg.data_dir or None, progress=progress,
                                 per_class_train=cfg.per_class_train, per_class_dev=cfg.per_class_dev,
                                 per_class_test=cfg.per_class_test, seed=cfg.seed)
+    elif cfg.suite in ("standard4", "long"):  # stand-ins shaped like the paper's (data/_paper_suites.py)
+        seq = data.paper_sequence(cfg.suite, cfg.order, data_dir=cfg.data_dir or None, progress=progress,
+                                  per_class_train=cfg.per_class_train, per_class_dev=cfg.per_class_dev,
+                                  per_class_test=cfg.per_class_test, seed=cfg.seed)
     elif cfg.suite == "olora":
         if not cfg.root:
             raise ValueError("data.root: the O-LoRA benchmark needs its local folder")

@@ -1,6 +1,8 @@
 """``python -m asvd_jax.data``: build (or load) a task sequence and print its sizes.
 
-    python -m asvd_jax.data [--order 1] [--per-class-train 40 ...] [--data-dir DIR]
+    python -m asvd_jax.data [--suite offline] [--order 1] [--per-class-train 40 ...] [--data-dir DIR]
+    python -m asvd_jax.data --suite standard4      (also offline_disjoint, long; per-class
+                                                     sizes default to the suite's own)
     python -m asvd_jax.data --custom my_sequence.yaml
     python -m asvd_jax.data --olora ROOT --order 4      python -m asvd_jax.data --trace ROOT
 """
@@ -11,21 +13,30 @@ import argparse
 import sys
 import time
 
+from asvd_jax.data._disjoint import disjoint_sequence
+from asvd_jax.data._paper_suites import PAPER_SUITES, PaperSuiteConfig, paper_sequence
 from asvd_jax.data._suite import SuiteConfig, offline_sequence
 from asvd_jax.data._tasks import describe
+
+SETTINGS = ("per_class_train", "per_class_dev", "per_class_test", "seed", "max_chars")
+BUILT_IN = ("offline", "offline_disjoint", *PAPER_SUITES)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m asvd_jax.data", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group()
+    source.add_argument("--suite", choices=BUILT_IN, default=None,
+                        help="a built-in offline sequence (default offline)")
     source.add_argument("--custom", metavar="YAML", help="a custom sequence config")
     source.add_argument("--olora", metavar="ROOT", help="a local O-LoRA CL_Benchmark folder")
     source.add_argument("--trace", metavar="ROOT", help="a local TRACE benchmark folder")
-    parser.add_argument("--order", type=int, default=1, help="task order (offline 1-3, O-LoRA 1-6)")
-    parser.add_argument("--data-dir", default=None, help="cache folder of the offline suite")
-    defaults = SuiteConfig()
-    for field in ("per_class_train", "per_class_dev", "per_class_test", "seed", "max_chars"):
-        parser.add_argument("--" + field.replace("_", "-"), type=int, default=getattr(defaults, field))
+    parser.add_argument("--order", type=int, default=1,
+                        help="task order (offline, offline_disjoint, standard4 1-3; long 1; O-LoRA 1-6)")
+    parser.add_argument("--data-dir", default=None, help="cache folder of the offline suites")
+    for field in SETTINGS:
+        parser.add_argument("--" + field.replace("_", "-"), type=int, default=None,
+                            help=f"default {getattr(SuiteConfig(), field)} (offline, offline_disjoint), "
+                                 f"{getattr(PaperSuiteConfig(), field)} (standard4, long)")
     args = parser.parse_args(argv)
     try:
         return _main(args)
@@ -49,11 +60,14 @@ def _main(args) -> int:
 
         sequence = load_trace_sequence(args.trace)
     else:
-        sequence = offline_sequence(
-            args.order, args.data_dir, per_class_train=args.per_class_train,
-            per_class_dev=args.per_class_dev, per_class_test=args.per_class_test,
-            seed=args.seed, max_chars=args.max_chars,
-        )
+        defaults = PaperSuiteConfig() if args.suite in PAPER_SUITES else SuiteConfig()
+        settings = {f: getattr(defaults, f) if getattr(args, f) is None else getattr(args, f) for f in SETTINGS}
+        if args.suite in PAPER_SUITES:
+            sequence = paper_sequence(args.suite, args.order, args.data_dir, **settings)
+        elif args.suite == "offline_disjoint":
+            sequence = disjoint_sequence(args.order, args.data_dir, **settings)
+        else:
+            sequence = offline_sequence(args.order, args.data_dir, **settings)
     print(describe(sequence))
     print(f"({time.perf_counter() - start:.1f} s)")
     return 0

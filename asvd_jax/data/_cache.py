@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from asvd_jax.data._tasks import SPLITS, Example, Task, suite_fingerprint
 
@@ -81,6 +81,28 @@ def write_tasks(folder: Path, tasks: Mapping[str, Task], config: Mapping) -> Pat
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def load_or_build(folder: Path, build: Callable[[], Mapping[str, Task]], config: Mapping,
+                  rebuild: bool = False) -> dict[str, Task]:
+    """The tasks cached in ``folder``, or ``build()`` written there when it does not exist.
+
+    ``rebuild=True`` builds even when the folder exists and checks the result against the
+    cached copy (a ValueError if they differ: the sources changed). ``config`` goes into the
+    manifest of a new folder.
+    """
+    folder = Path(folder)
+    if folder.is_dir() and not rebuild:
+        return read_tasks(folder)
+    tasks = dict(build())
+    if folder.is_dir():
+        cached = read_tasks(folder)
+        if cached != tasks:
+            raise ValueError(f"{folder}: the rebuilt suite differs from the cached one; the asset "
+                             f"packages changed? Delete the folder to replace it")
+        return cached
+    write_tasks(folder, tasks, config)
+    return tasks
 
 
 def _read_jsonl_task(path: Path) -> Task:

