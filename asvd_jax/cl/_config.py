@@ -321,8 +321,8 @@ def _suggest(key: str, options: Sequence[str]) -> str:
 
 # Fields whose value must be one of a fixed set (checked after every change).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.family": ("llama", "bert", "t5"),
-    "model.source": ("smollm2", "minilm", "hf", "gguf", "hub", "random"),
+    "model.family": ("llama", "bert", "t5", "gemma3"),
+    "model.source": ("smollm2", "minilm", "gemma3_270m", "hf", "gguf", "hub", "random"),
     "model.dtype": ("float32", "bfloat16"),
     "data.suite": ("offline", "offline_disjoint", "standard4", "long", "olora", "trace", "custom", "fixture"),
     "method.name": ("asvd", "seqft", "mtl", "ewc", "lora", "olora"),
@@ -348,8 +348,11 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         value = getattr(getattr(config, section), name)
         if key == "model.family":
             allowed = family_names()  # built-in plus registered (asvd_jax.cl.register_family)
-        elif key == "model.source" and custom_family:
-            continue  # a registered family's own loader reads the model section
+        elif key == "model.source":
+            if custom_family:
+                continue  # a registered family's own loader reads the model section
+            if family is not None:  # each family names the sources its loader reads
+                allowed = family.sources
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {allowed}" + _suggest(str(value), allowed))
     positive = ("train.batch_size", "train.grad_accum", "train.epochs", "eval.batch_size",

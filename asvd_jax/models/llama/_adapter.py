@@ -117,10 +117,16 @@ class DecoderAdapter:
             raise ValueError(f"task {task.name!r}: no evaluation examples")
         pad, eos = self.tokenizer.pad_id, self.tokenizer.eos_id
         option_ids = self._option_ids(task) if task.options else [[eos if eos is not None else pad]]
-        # Slots rounded up to multiples of 8: typical label sets all share one program.
-        slots = -(-max(len(option_ids), self.max_options) // 8) * 8
+        score = bool(task.options) and self.protocol in ("options", "both")
+        # Slots rounded up to multiples of 8: typical label sets all share one program. Without
+        # option scoring there are none: its head over the vocabulary at every option token
+        # costs more than the generation itself (Gemma's 262k words: ~340 GFLOP per 16 rows).
+        slots = -(-max(len(option_ids), self.max_options) // 8) * 8 if score else 0
         width = -(-max(max(map(len, option_ids)), self.option_len) // 8) * 8
-        oi, om = pad_token_rows(option_ids + [[pad]] * (slots - len(option_ids)), width, pad, left=False)
+        if score:
+            oi, om = pad_token_rows(option_ids + [[pad]] * (slots - len(option_ids)), width, pad, left=False)
+        else:
+            oi, om = np.zeros((0, width), np.int32), np.zeros((0, width), np.int32)
         if self._eval_fn is None:
             def fn(params, ids, mask, oi, om):
                 return generate_and_score(self.model(params), ids, mask, oi, om, self.max_new_tokens,
@@ -142,7 +148,8 @@ class DecoderAdapter:
             g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om))
             for j, row in zip(idx, np.asarray(g)[:n].tolist()):
                 gen[j] = row
-            scores[idx] = np.asarray(sc, np.float64)[:n, : len(option_ids)]
+            if score:
+                scores[idx] = np.asarray(sc, np.float64)[:n, : len(option_ids)]
         scores = [scores]
         labels = [normalize_answer(ex.label) for ex in examples]
         out: dict[str, Any] = {"n": len(examples)}
@@ -158,7 +165,7 @@ class DecoderAdapter:
             out["invalid_rate"] = float(np.mean([t not in opts for t in texts])) if opts else 0.0
             values, counts = np.unique(texts, return_counts=True)
             out["top_prediction"] = str(values[np.argmax(counts)]) if len(values) else ""
-        if task.options and self.protocol in ("options", "both"):
+        if score:
             pred = [normalize_answer(task.options[j]) for j in np.concatenate(scores).argmax(axis=1)]
             out["option_accuracy"] = float(np.mean([p == l for p, l in zip(pred, labels)]))
             out["option_predictions"] = pred
