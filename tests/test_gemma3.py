@@ -346,6 +346,7 @@ def gemma270m():
         pytest.fail(f"packaged Gemma 3 270M missing: {e}")
 
 
+@pytest.mark.slow
 def test_packaged_270m_perplexity_and_greedy_continuation(gemma270m):
     model, tok = gemma270m
     assert model.config.layer_types.count("full_attention") == 3 and model.config.vocab_size == 262144
@@ -381,3 +382,24 @@ def test_packaged_270m_matches_transformers_on_the_same_gguf(gemma270m, tmp_path
     lp = lp - np.log(np.exp(lp).sum(-1, keepdims=True))
     ref_ppl = float(np.exp(-np.mean([lp[i, ids[i + 1]] for i in range(len(ids) - 1)])))
     assert abs(_perplexity(model, ids) - ref_ppl) / ref_ppl < 0.01
+
+
+@pytest.mark.slow
+def test_two_task_pulse_on_the_packaged_270m(tmp_path):
+    """The real entry point on the real weights: two standard4 tasks, a few steps each, the
+    paper's method with the embedding frozen; the run completes with a full accuracy matrix,
+    an exact projection and the general-text LM loss before and after."""
+    from asvd_jax.cl import load_config, run
+
+    config = load_config(None, [
+        "model.family=gemma3", "model.source=gemma3_270m", "data.suite=standard4",
+        "data.tasks=[rotten_tomatoes, bbc_news]", "data.per_class_train=4", "data.per_class_dev=2",
+        "data.per_class_test=2", "train.freeze=[embed/]", "train.lr=5e-5", "method.stats_examples=8",
+        "eval.split=dev", "eval.protocol=generate", "eval.max_new_tokens=3",
+        "checkpoint.export_hf=false", "run.progress=false"])
+    m = run(config, run_dir=str(tmp_path / "run"))
+    assert m["status"] == "complete" and len(m["rows"]) == 2
+    assert all(len(r["eval"]) == 2 for r in m["rows"])
+    record = m["rows"][1]["record"]
+    assert record["rank_plan"] and record["leakage"]["max"] < 1e-4
+    assert {"lm_loss_before", "lm_loss_after"} <= set(m["general_ability"])
