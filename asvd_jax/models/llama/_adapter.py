@@ -105,6 +105,10 @@ class DecoderAdapter:
     """Minimum option slots of the fused evaluation (fixed so every task shares one program)."""
     option_len = 8
     """Minimum token slots per option (label words are 1-3 tokens, plus EOS)."""
+    early_exit = True
+    """Greedy decoding stops once every row of a chunk has produced EOS and only the task's own
+    option slots are scored, not the padding slots (``generate_and_score``); False: always
+    ``max_new_tokens`` decode steps and every slot (same outputs, the former program)."""
 
     def evaluate(self, params, task, examples):
         import jax
@@ -122,9 +126,10 @@ class DecoderAdapter:
         width = -(-max(max(map(len, option_ids)), self.option_len) // 8) * 8
         oi, om = pad_token_rows(option_ids + [[pad]] * (slots - len(option_ids)), width, pad, left=False)
         if self._eval_fn is None:
-            def fn(params, ids, mask, oi, om):
+            def fn(params, ids, mask, oi, om, n_options):
                 return generate_and_score(self.model(params), ids, mask, oi, om, self.max_new_tokens,
-                                          -1 if eos is None else eos, pad)
+                                          -1 if eos is None else eos, pad, early_exit=self.early_exit,
+                                          n_options=n_options if self.early_exit else None)
             self._eval_fn = jax.jit(fn)
         prompt_ids = self._prompt_ids(task, examples)
         rows = self.eval_batch_size
@@ -139,7 +144,8 @@ class DecoderAdapter:
             chunk = chunk + [chunk[-1]] * (rows - n)  # fixed shape, results dropped
             width = compact_width(map(len, chunk), self.max_len, 32) if self.compact else self.max_len
             pi, pm = pad_token_rows(chunk, width, pad, left=True)
-            g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om))
+            g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om),
+                                  jnp.int32(len(option_ids)))  # traced: one program for every task
             for j, row in zip(idx, np.asarray(g)[:n].tolist()):
                 gen[j] = row
             scores[idx] = np.asarray(sc, np.float64)[:n, : len(option_ids)]
