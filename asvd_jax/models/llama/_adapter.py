@@ -71,6 +71,17 @@ class DecoderAdapter:
     min_width = None
     """Compact batches are padded to at least this many tokens (the runner: a short stage's width)."""
 
+    def widen_batch(self, batch, shapes):
+        """``batch`` padded to at least ``shapes`` (``{entry: shape}``, e.g. the task's largest
+        training batch) with the same loss: tokens on the right (no attention, no loss), loss
+        slots with weight 0. The trainer hands methods such batches (EWC's Fisher: one program)."""
+        out = widen(batch, shapes["input_ids"][1], self.tokenizer.pad_id)
+        for key in ("loss_index", "loss_target", "loss_weight"):
+            if key in out and key in shapes and out[key].shape[1] < shapes[key][1]:
+                v = out[key]
+                out[key] = np.concatenate([v, np.zeros((v.shape[0], shapes[key][1] - v.shape[1]), v.dtype)], axis=1)
+        return out
+
     def loss(self, params, batch):
         import jax.numpy as jnp
 
