@@ -12,7 +12,7 @@ from _helpers.baselines import leaves_by_path, make_ctx, run_task, tiny_params
 from tolerances import assert_close
 
 import asvd_jax as aj
-from asvd_jax.cl.baselines import EWCConfig, diagonal_fisher, ewc, ewc_penalty
+from asvd_jax.cl.baselines import EWCConfig, diagonal_fisher, ewc, ewc_penalty, fisher_step
 from asvd_jax.cl.baselines._common import nest
 from asvd_jax.models._layers import Linear
 
@@ -68,7 +68,8 @@ def test_fisher_matches_float64(seed, mode, kind):
                for _ in range(5)]
     used = batches[:3]
 
-    fisher, count = diagonal_fisher(loss, params, batches, [path], mode, max_batches=3)
+    # chunk 3 divides no batch of 4: chunks of 2 examples.
+    fisher, count = diagonal_fisher(loss, params, batches, [path], mode, max_batches=3, chunk=1 + seed)
 
     squares = []
     for b in used:
@@ -111,7 +112,7 @@ def test_running_fisher_and_anchor(scope):
     assert frozen == {}
     assert float(method.penalty(params0, frozen)) == 0.0
     _, rec0 = method.finish_task(params0, frozen, ctx0)
-    ctx1 = make_ctx(1, params0, adapter, batches, batches)
+    ctx1 = make_ctx(1, params0, adapter, batches, batches, num_tasks=3)  # not the last task
     _, frozen = method.start_task(ctx1)
     _, rec1 = method.finish_task(params1, frozen, ctx1)
 
@@ -207,3 +208,80 @@ def test_optimizer_factory_replaces_the_config_adamw():
     assert ewc(EWCConfig(), optimizer=lambda c: chain).optimizer(ctx) is chain
     with pytest.raises(TypeError, match="optimizer"):
         ewc(EWCConfig(), optimizer=chain)
+
+
+def _tiny_llama_batches(seed):
+    """A tiny random Llama's adapter, perturbed params and two compact training batches of
+    different widths (the second a partial batch: padding rows carry no loss)."""
+    from asvd_jax.cl._config import ModelConfig
+    from asvd_jax.data import Example, Task
+    from asvd_jax.models import load_model
+    from asvd_jax.models.llama._adapter import DecoderAdapter
+
+    model, tok, _ = load_model(ModelConfig(source="random", random_width=32))
+    adapter = DecoderAdapter(model, tok, max_len=160, batch_size=8)
+    rng = np.random.default_rng(seed)
+    words = "alpha beta gamma delta epsilon zeta eta theta".split()
+    examples = tuple(Example(" ".join(rng.choice(words, size=rng.integers(3, 7) if i < 8 else 1)),
+                             str(rng.choice(["yes", "no", "maybe so"]))) for i in range(13))
+    task = Task("t", "Classify.", ("yes", "no", "maybe so"), examples, examples, examples)
+    batches = [adapter.train_batch([(task, ex) for ex in examples[:8]]),
+               adapter.train_batch([(task, ex) for ex in examples[8:]])]
+    params = jax.tree.map(lambda x: x + 0.02 * jax.random.normal(jax.random.key(seed), x.shape, x.dtype),
+                          adapter.params)
+    return adapter, params, batches
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_vmapped_fisher_equals_the_per_example_loop_on_a_tiny_llama(seed):
+    """The chunked vmap(grad) Fisher of batches padded to one larger shape (``widen_batch``)
+    against a plain loop over the single examples of the batches as trained (the former
+    computation)."""
+    adapter, params, batches = _tiny_llama_batches(seed)
+    widths = [b["input_ids"].shape[1] for b in batches]
+    assert widths[0] != widths[1]
+    paths = list(leaves_by_path(params))
+    grad = jax.jit(jax.grad(adapter.loss))
+    total, count = {p: 0.0 for p in paths}, 0
+    for batch in batches:
+        for n in range(batch["input_ids"].shape[0]):
+            g = leaves_by_path(grad(params, {k: jnp.asarray(v[n:n + 1]) for k, v in batch.items()}))
+            count += any(np.any(np.asarray(g[p]) != 0) for p in paths)
+            for p in paths:
+                total[p] = total[p] + np.square(np.asarray(g[p], np.float64))
+    assert count == 13  # the 3 padding rows of the second batch are no examples
+    want = {p: total[p] / count for p in paths}
+
+    shapes = {k: (v.shape[0], *(d + 16 for d in v.shape[1:])) for k, v in batches[0].items()}
+    wide = [adapter.widen_batch(b, shapes) for b in batches]
+    assert {b["input_ids"].shape[1] for b in wide} == {widths[0] + 16}
+    step = fisher_step(adapter.loss, paths, "example", chunk=4)
+    got, n = diagonal_fisher(adapter.loss, params, wide, paths, "example", step=step)
+    assert n == count
+    for p in paths:
+        assert_close(got[p], want[p], np.float32, scale=np.abs(want[p]).max(), err_msg=p)
+    # Batches padded to one shape: one compiled program for both (and for every later task).
+    assert step._cache_size() == 1
+
+
+def test_no_fisher_after_the_last_task():
+    """Nothing reads a Fisher after the sequence's last task: none is computed, the carry state
+    (what a resumed run restores) stays the previous task's."""
+    import dataclasses
+
+    params, apply = tiny_params(0, "dict")
+    batches = task_batches = [{"x": np.ones((4, 5), np.float32), "y": np.zeros((4, 3), np.float32)}]
+    adapter = types.SimpleNamespace(loss=lambda p, b: jnp.mean(jnp.square(apply(p, b["x"]) - b["y"])))
+    method = ewc(EWCConfig(fisher_mode="example"))
+    method.finish_task(params, {}, make_ctx(0, params, adapter, batches, num_tasks=2))
+    before = jax.tree.map(np.asarray, method.carry_state())
+
+    def untouched():
+        raise AssertionError("the last task's batches were read")
+
+    last = dataclasses.replace(make_ctx(1, params, adapter, task_batches, batches, num_tasks=2),
+                               current_batches=untouched)
+    method.start_task(last)
+    out, record = method.finish_task(jax.tree.map(lambda x: x + 1.0, params), {}, last)
+    assert record["fisher_skipped"] == "last task of the sequence" and record["fisher_samples"] == 0
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, method.carry_state()), before)

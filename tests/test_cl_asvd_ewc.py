@@ -25,8 +25,9 @@ def test_without_projection_it_is_the_ewc_baseline(tmp_path):
     np.testing.assert_allclose(np.concatenate(_losses(both)), np.concatenate(_losses(ewc)),
                                rtol=1e-5)
     assert both["accuracy_matrix"] == ewc["accuracy_matrix"]
-    rec = both["rows"][1]["record"]["ewc"]
+    rec = both["rows"][0]["record"]["ewc"]
     assert rec["fisher_samples"] > 0 and rec["ewc_lambda"] == 1e6
+    assert both["rows"][1]["record"]["ewc"]["fisher_skipped"]  # the last task: no Fisher
 
 
 def test_penalty_changes_training_and_projection_stays_exact(tmp_path):
@@ -54,3 +55,32 @@ def test_other_methods_ignore_it_and_bad_lambdas_are_named():
     for key in ("ewc_lambda", "add_ewc_lambda"):
         with pytest.raises(ConfigError, match=f"method.{key}: must be >= 0"):
             load_config(None, [f"method.{key}=-1"])
+
+
+@pytest.mark.slow  # a three-task run (~40 s here); the pieces have default-tier tests
+def test_fisher_compiles_once_per_task_shape_and_not_after_the_last_task(tmp_path, monkeypatch):
+    """Three tasks, the first two of one shape: the one jitted Fisher step of the run compiles
+    once for both; the last task computes none."""
+    import dataclasses
+
+    from asvd_jax.cl._sequence import load_sequence
+    from asvd_jax.cl.baselines import _ewc
+    from asvd_jax.data import TaskSequence
+
+    built = []
+
+    def counting(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    real = _ewc.fisher_step
+    monkeypatch.setattr(_ewc, "fisher_step", counting)
+    config = load_config(None, BASE + ["method.name=asvd", "method.add_ewc=true", "data.max_train_per_task=8",
+                                       "data.max_eval_per_task=4", "eval.lm_loss=false"])
+    topic, mood = load_sequence(config.data).tasks
+    again = dataclasses.replace(topic, name="topic_again", train=topic.train[::-1])
+    m = run(config, run_dir=str(tmp_path / "r"), sequence=TaskSequence("three", (topic, again, mood)))
+    records = [r["record"]["ewc"] for r in m["rows"]]
+    assert [r["fisher_samples"] for r in records] == [8, 8, 0]
+    assert records[2]["fisher_skipped"] == "last task of the sequence"
+    assert len(built) == 1 and built[0]._cache_size() == 1

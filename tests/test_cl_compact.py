@@ -158,3 +158,33 @@ def test_widen_same_width_and_stage_width(decoder):
         assert_close(float(decoder.loss(decoder.params, _as_jax(batch))), ref, "float32")
     finally:
         decoder.min_width = None
+
+
+def test_widen_batch_and_largest_shapes_keep_the_loss(decoder, encoder):
+    """``widen_batch`` to the largest shapes of some stages (``largest_shapes``; the trainer
+    hands EWC's Fisher a task's batches at its largest): same loss and gradients, decoder
+    (tokens, loss slots) and encoder (tokens, option slots and option tokens)."""
+    from asvd_jax.cl._compact import largest_shapes
+
+    items, (a, b) = _items(2)
+    long = Task("l", "Classify (l).", ("yes", "no"), (Example(" ".join(["alpha"] * 20), "no"),), (), ())
+    stages = [("mixed", items), ("long", [(long, ex) for ex in long.train])]
+    for adapter in (decoder, encoder):
+        shapes = largest_shapes(adapter, stages, 8)
+        batches = [adapter.train_batch(items), adapter.train_batch(stages[1][1])]
+        for key, shape in shapes.items():
+            assert shape == tuple(max(x[key].shape[i] for x in batches) for i in range(len(shape))), key
+        wide = adapter.widen_batch(batches[0], {k: (v[0], *(d + 4 for d in v[1:])) for k, v in shapes.items()})
+        assert wide["input_ids"].shape[1] == shapes["input_ids"][1] + 4 > batches[0]["input_ids"].shape[1]
+        if adapter is encoder:
+            assert wide["option_ids"].shape[1:] == tuple(d + 4 for d in shapes["option_ids"][1:])
+        else:
+            assert wide["loss_index"].shape[1] == shapes["loss_index"][1] + 4
+        # (The decoder's gradients: tests/test_baselines_ewc.py, through the per-example Fisher.)
+        fn = jax.jit(adapter.loss if adapter is decoder else jax.value_and_grad(adapter.loss))
+        wide_out, ref_out = (fn(adapter.params, _as_jax(x)) for x in (wide, batches[0]))
+        if adapter is encoder:
+            _grads_close(wide_out[1], ref_out[1])
+            wide_out, ref_out = wide_out[0], ref_out[0]
+        assert_close(float(wide_out), float(ref_out), "float32")
+    assert largest_shapes(object(), stages, 8) is None  # an adapter without widen_batch

@@ -182,6 +182,67 @@ def test_generate_reuses_compiled_program(tmp_path):
     assert _generate_jit._cache_size() == size
 
 
+class _CountingDecoder:
+    """A model whose one-token ``decode`` calls tick a host counter (one per loop iteration)."""
+
+    def __init__(self, model, ticks):
+        self._model, self._ticks = model, ticks
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def decode(self, ids, *args):
+        if ids.shape[1] == 1:
+            jax.debug.callback(lambda: self._ticks.append(1))
+        return self._model.decode(ids, *args)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_generate_and_score_stops_when_every_row_ended(tmp_path, seed):
+    """The while loop gives the fixed loop's tokens and scores, and runs no decode step once
+    every row has produced EOS."""
+    config, folder = write_folder(tmp_path, "tied_bias_headdim", seed)
+    model, _ = llama.load_hf(folder)
+    rng = np.random.default_rng(seed)
+    ids, mask = random_batch(rng, config.vocab_size, [5, 9, 2, 7], 12)
+    ids, mask = ids[:, ::-1].copy(), mask[:, ::-1].copy()  # left-padded, as the adapter builds them
+    opt_ids = jnp.asarray(rng.integers(3, config.vocab_size, size=(3, 4)), jnp.int32)
+    opt_mask = jnp.asarray([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], jnp.int32)
+    max_new, pad, ticks = 6, 0, []
+    counting = _CountingDecoder(model, ticks)
+    fns = {early: jax.jit(lambda i, k, eos, n, early=early: _decoding.generate_and_score(
+        counting, i, k, opt_ids, opt_mask, max_new, eos, pad, early_exit=early,
+        n_options=n if early else None)) for early in (True, False)}
+
+    def run(early, eos, rows=None, n_options=3):
+        i, k = (ids, mask) if rows is None else (ids[rows], mask[rows])
+        ticks.clear()
+        tokens, scores = fns[early](jnp.asarray(i), jnp.asarray(k), jnp.int32(eos), jnp.int32(n_options))
+        jax.effects_barrier()
+        return np.asarray(tokens), np.asarray(scores), len(ticks)
+
+    free = run(False, -1)[0]  # no EOS: every row runs max_new tokens
+    # EOS: none, a token that ends some rows early, every row's first token (all end at once;
+    # the batch is one prompt repeated).
+    same = np.zeros(ids.shape[0], int)
+    k = next(t for t in range(1, max_new) if free[0, t] not in free[0, :t])
+    for eos, rows, steps in ((-1, None, max_new - 1), (free[0, k], None, None),
+                             (free[0, 0], same, 0), (free[0, k], same, k)):
+        want, got = run(False, eos, rows), run(True, eos, rows)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert want[2] == max_new
+        if steps is not None:
+            assert got[2] == steps, (eos, got[2])
+        if rows is same:
+            np.testing.assert_array_equal(got[0], np.tile(list(free[0, :steps + 1]) + [pad] * (max_new - steps - 1),
+                                                          (len(same), 1)))
+    # Option slots past n_options are padding: not scored (0), the real ones unchanged.
+    want, got = run(False, -1), run(True, -1, n_options=2)
+    np.testing.assert_array_equal(got[1][:, :2], want[1][:, :2])
+    assert not got[1][:, 2:].any()
+
+
 def test_parameter_paths_targets_and_capture(tmp_path):
     config, folder = write_folder(tmp_path, "gqa", 0)
     model, _ = llama.load_hf(folder)

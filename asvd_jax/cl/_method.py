@@ -66,7 +66,9 @@ class TaskContext:
     previous_batches: Callable[[], Iterable[dict]] | None
     """Previous task's data as a fresh iterable of batches (None at task 0)."""
     current_batches: Callable[[], Iterable[dict]]
-    """This task's training batches as a fresh iterable."""
+    """This task's training batches as a fresh iterable (same rows and loss as the training
+    step's; the runner pads them to the task's largest batch shapes when the adapter has
+    ``widen_batch``, so a method's program jitted over them compiles once per task shape)."""
     rng: jax.Array
     """A key for this task's method-side randomness (LoRA init, sampling)."""
 

@@ -217,6 +217,22 @@ class Runner:
 
         return shard_batch(self.adapter.train_batch(items), self.mesh)
 
+    def _method_batches(self, stage: int, stream):
+        """A stage's training batches as the method sees them (``TaskContext.current_batches``:
+        EWC's Fisher), each padded to the stage's largest batch shapes when the adapter can
+        (``widen_batch``; same loss): one compiled shape per stage for a program jitted over
+        them, shared by every stage of the same shapes. Not to the run's largest: a short
+        task would then pay a long task's width (measured: docs/baselines.md)."""
+        from asvd_jax.cl._compact import largest_shapes
+        from asvd_jax.cl._mesh import shard_batch
+
+        shapes = largest_shapes(self.adapter, [self.stages[stage]], self.config.train.batch_size)
+        for chunk in stream.chunks():
+            batch = self.adapter.train_batch(chunk)
+            if shapes:
+                batch = self.adapter.widen_batch(batch, shapes)
+            yield shard_batch(batch, self.mesh)
+
     def _stats_batches(self, stage: int):
         """Batches of the previous stage's training data for rank statistics (with a bar)."""
         c = self.config

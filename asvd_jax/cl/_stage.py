@@ -72,7 +72,7 @@ def begin_stage(runner, stage: int, params, step_meta: dict | None, moments) -> 
     ctx = TaskContext(
         index=stage, num_tasks=len(runner.stages), params=params, targets=runner.targets,
         adapter=runner.adapter, previous_batches=prev,
-        current_batches=lambda: (runner._device_batch(ch) for ch in stream.chunks()),
+        current_batches=lambda: runner._method_batches(stage, stream),  # at the stage's largest shapes
         rng=jax.random.fold_in(jax.random.key(c.train.seed), stage),
     )
     t = time.perf_counter()

@@ -52,7 +52,10 @@ class ModelAdapter(Protocol):
 
     Optional: ``capture_groups(paths) -> [(capture_fn, paths), ...]`` when targets see several
     token streams with their own masks (T5: encoder and decoder states); ASVD's statistics
-    then run one capture per stream.
+    then run one capture per stream. ``widen_batch(batch, shapes) -> batch``: a training
+    batch padded to at least ``shapes`` (``{entry: shape}``) with the same loss; the trainer
+    then pads the batches it hands a method (``TaskContext.current_batches``, EWC's Fisher) to
+    the task's largest shapes, so a program jitted over them compiles once per task shape.
     """
 
     family: str

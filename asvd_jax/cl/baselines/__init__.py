@@ -9,7 +9,7 @@ EWC and O-LoRA carry arrays between tasks (Fisher and anchor; earlier A factors)
 ``method.carry_state()`` / ``method.restore_carry_state(tree)`` let the runner checkpoint them.
 """
 
-from asvd_jax.cl.baselines._ewc import EWC, EWCConfig, diagonal_fisher, ewc, ewc_penalty
+from asvd_jax.cl.baselines._ewc import EWC, EWCConfig, diagonal_fisher, ewc, ewc_penalty, fisher_step
 from asvd_jax.cl.baselines._lora import AdapterTarget, LoRAConfig, SequentialLoRA, lora
 from asvd_jax.cl.baselines._olora import OLoRA, OLoRAConfig, olora, orthogonality_loss
 
@@ -24,6 +24,7 @@ __all__ = [
     "diagonal_fisher",
     "ewc",
     "ewc_penalty",
+    "fisher_step",
     "lora",
     "olora",
     "orthogonality_loss",

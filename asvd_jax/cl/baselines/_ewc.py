@@ -59,6 +59,12 @@ class EWCConfig:
     the "batch" estimate shrinks towards zero there."""
     fisher_batches: int | None = 16
     """How many of the finished task's batches the Fisher sees (None: all of them)."""
+    fisher_chunk: int = 1
+    """"example" mode: examples whose gradients are taken at once (``jax.vmap``; a batch whose
+    size it does not divide uses its largest divisor). Gradient memory grows with it: each
+    example in a chunk holds a full gradient (SmolLM2-135M: 0.54 GB per example). 1 on CPU:
+    chunks of 2, 4 and 8 were 1.7-1.9x slower there (SmolLM2; benchmarks/ewc_fisher.py);
+    larger chunks may pay on an accelerator (not measured)."""
     scope: Literal["all", "targets"] = "all"
     """Penalise every floating param ("all") or only the target matrices ("targets")."""
     learning_rate: float = 1e-5
@@ -77,6 +83,8 @@ class EWCConfig:
             not isinstance(self.fisher_batches, int) or self.fisher_batches < 1
         ):
             raise ValueError(f"EWCConfig.fisher_batches must be a positive int or None, got {self.fisher_batches!r}")
+        if isinstance(self.fisher_chunk, bool) or not isinstance(self.fisher_chunk, int) or self.fisher_chunk < 1:
+            raise ValueError(f"EWCConfig.fisher_chunk must be a positive int, got {self.fisher_chunk!r}")
         if self.scope not in ("all", "targets"):
             raise ValueError(f"EWCConfig.scope must be 'all' or 'targets', got {self.scope!r}")
         check_positive("EWCConfig.learning_rate", self.learning_rate)
@@ -107,21 +115,26 @@ def _check_batch_axis(batch: dict) -> None:
         raise ValueError(f"fisher_mode='example': batch entries disagree on the batch size: {sizes}")
 
 
-def diagonal_fisher(
-    loss_fn: Callable[[Any, dict], jax.Array],
-    params: Any,
-    batches: Iterable[dict],
-    paths: Iterable[str],
-    mode: Literal["batch", "example"] = "batch",
-    max_batches: int | None = None,
-) -> tuple[dict[str, jax.Array], int]:
-    """Diagonal empirical Fisher ``{path: (1/N) sum_n g_n^2}`` (float32) and N.
+FISHER_CHUNK = 1
+"""Default examples per ``jax.vmap`` of the example-mode Fisher (``EWCConfig.fisher_chunk``)."""
 
-    ``g_n`` is the gradient of ``loss_fn(params, batch)`` for batch n ("batch") or of the
-    loss of example n alone, fed as a batch of one ("example"). In "example" mode a row whose
-    gradient is exactly zero (a padding row that carries no loss) is not counted in N.
+
+def fisher_step(loss_fn: Callable[[Any, dict], jax.Array], paths: Iterable[str],
+                mode: Literal["batch", "example"] = "batch", chunk: int = FISHER_CHUNK):
+    """The jitted ``(params, batch) -> ({path: sum_n g_n^2}, n)`` of :func:`diagonal_fisher`.
+
+    Build it once and pass it as ``diagonal_fisher(..., step=)`` for every task: a jitted
+    function compiles once per batch shape and reuses the program afterwards (EWC keeps one
+    per run; the former code built a new jit per task, traced again and compiled or loaded
+    from the persistent cache each time). In "example" mode the batch is cut into chunks of ``chunk`` examples (its largest
+    divisor <= ``chunk``); each chunk's per-example gradients come from one
+    ``jax.vmap(jax.grad(loss))`` over batches of one, squared and summed, and a ``lax.scan``
+    runs over the chunks, so ``chunk`` gradients are alive at a time. A row whose gradient is
+    exactly zero (a padding row that carries no loss) is not counted in n.
     """
     paths = tuple(paths)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"fisher_step: chunk must be a positive int, got {chunk!r}")
 
     def squared_grads(p, batch):
         grads = dict(flatten_with_paths(jax.grad(loss_fn)(p, batch))[0])
@@ -133,20 +146,53 @@ def diagonal_fisher(
     if mode == "batch":
         def step(p, batch):
             return squared_grads(p, batch), jnp.ones((), jnp.int32)
-    else:
+    elif mode == "example":
+        def one_example(p, example):
+            sq = squared_grads(p, jax.tree.map(lambda x: x[None], example))
+            return sq, jnp.any(jnp.stack([jnp.any(v > 0) for v in sq.values()]))
+
         def step(p, batch):
-            # A scan keeps one example's gradient alive at a time (vmap would hold them all).
-            def body(carry, example):
+            size = jax.tree.leaves(batch)[0].shape[0]
+            c = max(d for d in range(1, min(chunk, size) + 1) if size % d == 0)
+            chunks = jax.tree.map(lambda x: x.reshape(size // c, c, *x.shape[1:]), batch)
+
+            def body(carry, examples):
                 acc, count = carry
-                sq = squared_grads(p, jax.tree.map(lambda x: x[None], example))
-                real = jnp.any(jnp.stack([jnp.any(v > 0) for v in sq.values()]))
-                return ({k: acc[k] + sq[k] for k in paths}, count + real.astype(jnp.int32)), None
+                sq, real = jax.vmap(one_example, in_axes=(None, 0))(p, examples)
+                return ({k: acc[k] + sq[k].sum(axis=0) for k in paths},
+                        count + real.sum(dtype=jnp.int32)), None
 
             leaves = floating_leaves(p)
             zeros = {k: jnp.zeros(leaves[k].shape, jnp.float32) for k in paths}
-            return jax.lax.scan(body, (zeros, jnp.zeros((), jnp.int32)), batch)[0]
+            return jax.lax.scan(body, (zeros, jnp.zeros((), jnp.int32)), chunks)[0]
+    else:
+        raise ValueError(f"diagonal_fisher: mode must be 'batch' or 'example', got {mode!r}")
+    return jax.jit(step)
 
-    step = jax.jit(step)
+
+def diagonal_fisher(
+    loss_fn: Callable[[Any, dict], jax.Array],
+    params: Any,
+    batches: Iterable[dict],
+    paths: Iterable[str],
+    mode: Literal["batch", "example"] = "batch",
+    max_batches: int | None = None,
+    *,
+    chunk: int = FISHER_CHUNK,
+    step: Callable | None = None,
+) -> tuple[dict[str, jax.Array], int]:
+    """Diagonal empirical Fisher ``{path: (1/N) sum_n g_n^2}`` (float32) and N.
+
+    ``g_n`` is the gradient of ``loss_fn(params, batch)`` for batch n ("batch") or of the
+    loss of example n alone, fed as a batch of one ("example"). In "example" mode a row whose
+    gradient is exactly zero (a padding row that carries no loss) is not counted in N.
+    ``step``: a :func:`fisher_step` of the same ``loss_fn``, ``paths`` and ``mode`` built
+    earlier (its compiled programs are reused); by default one is built for this call, with
+    ``chunk`` examples per ``vmap``.
+    """
+    paths = tuple(paths)
+    if step is None:
+        step = fisher_step(loss_fn, paths, mode, chunk)
     total, count = None, 0
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
@@ -184,6 +230,17 @@ class EWC:
         self._optimizer_factory = optimizer
         self._fisher: dict[str, jax.Array] = {}
         self._anchor: dict[str, jax.Array] = {}
+        self._step_key, self._step = None, None  # the run's jitted Fisher step (fisher_step)
+
+    def _fisher_step(self, loss_fn, paths: list[str]):
+        """One jitted Fisher step per run, rebuilt only for another loss or other paths, so a
+        batch shape seen at an earlier task reuses its compiled program."""
+        key = (loss_fn, tuple(paths))
+        if self._step is None or self._step_key != key:
+            cfg = self.config
+            self._step_key = key
+            self._step = fisher_step(loss_fn, paths, cfg.fisher_mode, cfg.fisher_chunk)
+        return self._step
 
     def _penalised_paths(self, ctx) -> list[str]:
         leaves = floating_leaves(ctx.params)
@@ -221,8 +278,16 @@ class EWC:
     def finish_task(self, trainable: Any, frozen: dict, ctx) -> tuple[Any, dict]:
         cfg = self.config
         paths = self._penalised_paths(ctx)
+        if ctx.index >= ctx.num_tasks - 1:
+            # The sequence's last task: no later task reads a Fisher or an anchor, so none is
+            # computed; the carry state keeps the earlier tasks' (a resumed run needs no more).
+            return trainable, {"method": self.name, "task": int(ctx.index),
+                               "ewc_lambda": float(cfg.ewc_lambda), "gamma": float(cfg.gamma),
+                               "fisher_mode": cfg.fisher_mode, "fisher_samples": 0,
+                               "fisher_skipped": "last task of the sequence"}
         fisher_t, count = diagonal_fisher(
-            ctx.adapter.loss, trainable, ctx.current_batches(), paths, cfg.fisher_mode, cfg.fisher_batches
+            ctx.adapter.loss, trainable, ctx.current_batches(), paths, cfg.fisher_mode, cfg.fisher_batches,
+            step=self._fisher_step(ctx.adapter.loss, paths),
         )
         if self._fisher:
             self._fisher = {p: cfg.gamma * self._fisher[p] + fisher_t[p] for p in paths}

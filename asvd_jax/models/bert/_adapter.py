@@ -89,6 +89,25 @@ class EncoderAdapter(SplitAdapter):
             batch["row_weight"][len(items):] = 0.0
         return batch
 
+    def widen_batch(self, batch, shapes):
+        """``batch`` padded to at least ``shapes`` (``{entry: shape}``, e.g. the task's largest
+        training batch) with the same loss: input tokens on the right (no attention), option
+        tokens on the right, option slots repeating slot 0 with ``option_valid`` 0 (masked out
+        of the softmax, as ``train_batch`` fills unused slots)."""
+        out = widen(batch, shapes["input_ids"][1], self.tokenizer.pad_id)
+        ids, mask, valid = out["option_ids"], out["option_mask"], out["option_valid"]
+        slots, width = shapes["option_ids"][1:]
+        if ids.shape[2] < width:
+            fill = ((0, 0), (0, 0), (0, width - ids.shape[2]))
+            ids = np.pad(ids, fill, constant_values=self.tokenizer.pad_id)
+            mask = np.pad(mask, fill)
+        if ids.shape[1] < slots:
+            extra = slots - ids.shape[1]
+            ids = np.concatenate([ids, np.repeat(ids[:, :1], extra, axis=1)], axis=1)
+            mask = np.concatenate([mask, np.repeat(mask[:, :1], extra, axis=1)], axis=1)
+            valid = np.pad(valid, ((0, 0), (0, extra)))
+        return {**out, "option_ids": ids, "option_mask": mask, "option_valid": valid}
+
     def _embed(self, model, ids, mask):
         from asvd_jax.models.bert._model import mean_pool
 

@@ -71,6 +71,17 @@ class DecoderAdapter:
     min_width = None
     """Compact batches are padded to at least this many tokens (the runner: a short stage's width)."""
 
+    def widen_batch(self, batch, shapes):
+        """``batch`` padded to at least ``shapes`` (``{entry: shape}``, e.g. the task's largest
+        training batch) with the same loss: tokens on the right (no attention, no loss), loss
+        slots with weight 0. The trainer hands methods such batches (EWC's Fisher: one program)."""
+        out = widen(batch, shapes["input_ids"][1], self.tokenizer.pad_id)
+        for key in ("loss_index", "loss_target", "loss_weight"):
+            if key in out and key in shapes and out[key].shape[1] < shapes[key][1]:
+                v = out[key]
+                out[key] = np.concatenate([v, np.zeros((v.shape[0], shapes[key][1] - v.shape[1]), v.dtype)], axis=1)
+        return out
+
     def loss(self, params, batch):
         import jax.numpy as jnp
 
@@ -105,6 +116,10 @@ class DecoderAdapter:
     """Minimum option slots of the fused evaluation (fixed so every task shares one program)."""
     option_len = 8
     """Minimum token slots per option (label words are 1-3 tokens, plus EOS)."""
+    early_exit = True
+    """Greedy decoding stops once every row of a chunk has produced EOS and only the task's own
+    option slots are scored, not the padding slots (``generate_and_score``); False: always
+    ``max_new_tokens`` decode steps and every slot (same outputs, the former program)."""
 
     def evaluate(self, params, task, examples):
         import jax
@@ -128,9 +143,10 @@ class DecoderAdapter:
         else:
             oi, om = np.zeros((0, width), np.int32), np.zeros((0, width), np.int32)
         if self._eval_fn is None:
-            def fn(params, ids, mask, oi, om):
+            def fn(params, ids, mask, oi, om, n_options):
                 return generate_and_score(self.model(params), ids, mask, oi, om, self.max_new_tokens,
-                                          -1 if eos is None else eos, pad)
+                                          -1 if eos is None else eos, pad, early_exit=self.early_exit,
+                                          n_options=n_options if self.early_exit else None)
             self._eval_fn = jax.jit(fn)
         prompt_ids = self._prompt_ids(task, examples)
         rows = self.eval_batch_size
@@ -145,7 +161,8 @@ class DecoderAdapter:
             chunk = chunk + [chunk[-1]] * (rows - n)  # fixed shape, results dropped
             width = compact_width(map(len, chunk), self.max_len, 32) if self.compact else self.max_len
             pi, pm = pad_token_rows(chunk, width, pad, left=True)
-            g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om))
+            g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om),
+                                  jnp.int32(len(option_ids)))  # traced: one program for every task
             for j, row in zip(idx, np.asarray(g)[:n].tolist()):
                 gen[j] = row
             if score:

@@ -214,10 +214,17 @@ def score_options(model, tokenizer, prompts: Sequence[str], options: Sequence[st
 # every task of a sequence shares one compiled program.
 
 
-def generate_and_score(model, ids, mask, opt_ids, opt_mask, max_new: int, eos_id: int, pad_id: int):
+def generate_and_score(model, ids, mask, opt_ids, opt_mask, max_new: int, eos_id: int, pad_id: int,
+                       *, early_exit: bool = True, n_options=None):
     """Traced. ids/mask (b, p) left-padded prompts; opt_ids/opt_mask (o, l) right-padded options.
 
     Returns (greedy tokens (b, max_new) with ``pad_id`` after EOS, option scores (b, o)).
+    Greedy decoding stops once every row has produced EOS (a ``while_loop``; the tokens it
+    would still have written are all ``pad_id``) and runs at most ``max_new - 1`` decode steps
+    (the first token comes from the prompt pass). ``early_exit=False``: the former fixed
+    ``fori_loop`` of ``max_new`` decode steps (same outputs; kept for the benchmark).
+    ``n_options`` (may be traced): only the first ``n_options`` option slots are real; the
+    others are not decoded and score 0 (a traced count keeps one program for every task).
     """
     b, p = ids.shape
     length = opt_ids.shape[1]
@@ -227,21 +234,39 @@ def generate_and_score(model, ids, mask, opt_ids, opt_mask, max_new: int, eos_id
     hidden, cache = model.decode(ids, positions_from_mask(mask), key_valid, cache, 0)
     last = model.logits(hidden[:, -1:])[:, 0]  # (b, V): the distribution of the first new token
     start = mask.sum(axis=1).astype(jnp.int32)  # position of the first new token
-
-    def greedy(t, carry):
-        token, done, out, kv, c = carry
-        token = jnp.where(done, pad_id, token)
-        out = out.at[:, t].set(token)
-        done = done | (token == eos_id)
-        kv = kv.at[:, p + t].set(1)
-        h, c = model.decode(token[:, None], (start + t)[:, None], kv, c, p + t)
-        nxt = jnp.argmax(model.logits(h)[:, 0], axis=-1).astype(jnp.int32)
-        return nxt, done, out, kv, c
-
     first = jnp.argmax(last, axis=-1).astype(jnp.int32)
     out = jnp.full((b, max_new), pad_id, jnp.int32)
-    carry = (first, jnp.zeros((b,), bool), out, key_valid, cache)
-    tokens = jax.lax.fori_loop(0, max_new, greedy, carry)[2]
+
+    if early_exit:
+        def cond(carry):
+            t, _, done, *_ = carry
+            return (t < max_new) & ~jnp.all(done)
+
+        def step(carry):
+            # Decode the token written at t - 1 (pad for a row that ended before it), write
+            # the next one at t.
+            t, prev, done, out, kv, c = carry
+            kv = kv.at[:, p + t - 1].set(1)
+            h, c = model.decode(prev[:, None], (start + t - 1)[:, None], kv, c, p + t - 1)
+            token = jnp.argmax(model.logits(h)[:, 0], axis=-1).astype(jnp.int32)
+            token = jnp.where(done, pad_id, token)
+            return t + 1, token, done | (token == eos_id), out.at[:, t].set(token), kv, c
+
+        carry = (jnp.int32(1), first, first == eos_id, out.at[:, 0].set(first), key_valid, cache)
+        tokens = jax.lax.while_loop(cond, step, carry)[3]
+    else:
+        def greedy(t, carry):
+            token, done, out, kv, c = carry
+            token = jnp.where(done, pad_id, token)
+            out = out.at[:, t].set(token)
+            done = done | (token == eos_id)
+            kv = kv.at[:, p + t].set(1)
+            h, c = model.decode(token[:, None], (start + t)[:, None], kv, c, p + t)
+            nxt = jnp.argmax(model.logits(h)[:, 0], axis=-1).astype(jnp.int32)
+            return nxt, done, out, kv, c
+
+        carry = (first, jnp.zeros((b,), bool), out, key_valid, cache)
+        tokens = jax.lax.fori_loop(0, max_new, greedy, carry)[2]
 
     first_logp = jax.nn.log_softmax(last, axis=-1)
 
@@ -255,5 +280,12 @@ def generate_and_score(model, ids, mask, opt_ids, opt_mask, max_new: int, eos_id
         tok = jnp.concatenate([first_logp[:, o_ids[0]][:, None], rest], axis=1)
         return (tok * o_mask[None, :].astype(tok.dtype)).sum(axis=1)
 
-    scores = jax.lax.map(one_option, (opt_ids, opt_mask)).T
+    if n_options is None:
+        scores = jax.lax.map(one_option, (opt_ids, opt_mask)).T
+    else:
+        def score_slot(j, acc):
+            return acc.at[j].set(one_option((opt_ids[j], opt_mask[j])))
+
+        acc = jnp.zeros((opt_ids.shape[0], b), first_logp.dtype)
+        scores = jax.lax.fori_loop(0, n_options, score_slot, acc).T
     return tokens, scores
