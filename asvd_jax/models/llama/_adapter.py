@@ -162,7 +162,7 @@ class DecoderAdapter:
             width = compact_width(map(len, chunk), self.max_len, 32) if self.compact else self.max_len
             pi, pm = pad_token_rows(chunk, width, pad, left=True)
             g, sc = self._eval_fn(params, jnp.asarray(pi), jnp.asarray(pm), jnp.asarray(oi), jnp.asarray(om),
-                                  jnp.int32(len(option_ids)))  # traced: one program for every task
+                                  jnp.int32(len(option_ids) if score else 0))  # traced: one program per task
             for j, row in zip(idx, np.asarray(g)[:n].tolist()):
                 gen[j] = row
             if score:
