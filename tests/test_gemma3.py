@@ -176,6 +176,24 @@ def test_cached_generation_and_scores_match_full_forward(window):
             assert_close(np.asarray(scores)[i, j], want, "float32", scale=abs(want))
 
 
+@pytest.mark.parametrize("protocol", ["generate", "both"])
+def test_adapter_evaluation_scores_options_only_when_asked(protocol):
+    from asvd_jax.cl import load_config
+    from asvd_jax.data import Example, Task
+    from asvd_jax.models import load_model
+
+    config = load_config(None, ["model.family=gemma3", "model.source=random", f"eval.protocol={protocol}",
+                                "eval.max_new_tokens=3", "eval.batch_size=4"])
+    model, tok, _ = load_model(config.model)
+    adapter = get_family("gemma3").adapter(config, model, tok)
+    task = Task("t", "Which?", ("yes", "no"), train=(), dev=(),
+                test=tuple(Example(f"text {i}", "yes" if i % 2 else "no") for i in range(5)))
+    out = adapter.evaluate(adapter.params, task, task.test)
+    assert out["n"] == 5 and len(out["predictions"]) == 5
+    assert out["accuracy"] == out["generate_accuracy"]
+    assert ("option_accuracy" in out) == (protocol == "both")
+
+
 def test_parameter_paths_targets_and_capture():
     config = gemma3.Gemma3Config(**BASE)
     model = gemma3.init_gemma3(config)

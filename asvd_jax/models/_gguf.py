@@ -64,12 +64,11 @@ def _field(reader, key: str, path: str, default: Any = KeyError) -> Any:
     return field.contents()
 
 
-def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], dict]:
-    """(HF config dict, {HF tensor name: float32 array (PyTorch layout)}, tokenizer metadata)."""
+def open_reader(path: str, architecture: str):
+    """A ``gguf.GGUFReader`` of ``path`` after checking the file exists, parses and holds
+    ``architecture`` (CheckpointError naming the file otherwise)."""
     from gguf import GGUFReader
-    from gguf.quants import dequantize
 
-    path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: GGUF file not found")
     try:
@@ -77,8 +76,17 @@ def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], dic
     except Exception as e:  # gguf raises plain ValueError/struct errors on a bad file
         raise CheckpointError(f"{path}: cannot read as GGUF ({e})") from e
     arch = _field(reader, "general.architecture", path)
-    if arch != "llama":
-        raise CheckpointError(f"{path}: unknown architecture {arch!r} (this loader reads 'llama')")
+    if arch != architecture:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r} (this loader reads {architecture!r})")
+    return reader
+
+
+def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], dict]:
+    """(HF config dict, {HF tensor name: float32 array (PyTorch layout)}, tokenizer metadata)."""
+    from gguf.quants import dequantize
+
+    path = os.fspath(path)
+    reader = open_reader(path, "llama")
     heads = int(_field(reader, "llama.attention.head_count", path))
     kv_heads = int(_field(reader, "llama.attention.head_count_kv", path, heads))
     tokens = _field(reader, "tokenizer.ggml.tokens", path)

@@ -103,22 +103,12 @@ _GGUF_TOP = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weig
 
 def read_gguf(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray], dict]:
     """(HF config dict, {HF tensor name: float32 array (PyTorch layout)}, tokenizer metadata)."""
-    from gguf import GGUFReader
     from gguf.quants import dequantize
 
-    from asvd_jax.models._gguf import _field
+    from asvd_jax.models._gguf import _field, open_reader
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: GGUF file not found")
-    try:
-        reader = GGUFReader(path)
-    except Exception as e:  # gguf raises plain ValueError/struct errors on a bad file
-        raise CheckpointError(f"{path}: cannot read as GGUF ({e})") from e
-    arch = _field(reader, "general.architecture", path)
-    if arch != "gemma3":
-        raise CheckpointError(f"{path}: architecture {arch!r} is not 'gemma3' (the llama family reads "
-                              f"Llama GGUF files)")
+    reader = open_reader(path, "gemma3")
 
     def meta(key, default=KeyError):
         return _field(reader, f"gemma3.{key}", path, default)

@@ -41,7 +41,7 @@ from flax import nnx
 
 from asvd_jax.models._capture import assign_capture_names
 from asvd_jax.models._layers import ACTIVATIONS, Linear
-from asvd_jax.models.llama._model import RMSNorm, _rotate, positions_from_mask
+from asvd_jax.models.llama._model import CausalDecoder, RMSNorm, _rotate, positions_from_mask
 
 # Attention projections and MLP matrices of every block: what the method protects by default.
 DEFAULT_TARGETS: tuple[str, ...] = (
@@ -261,7 +261,7 @@ class Block(nnx.Module):
         return h + self.post_feedforward_norm(self.mlp(self.pre_feedforward_norm(h))), cache
 
 
-class Gemma3(nnx.Module):
+class Gemma3(CausalDecoder):
     """The decoder. ``model(input_ids, attention_mask=None)`` -> float32 logits (b, s, vocab).
 
     ``dtype`` is the compute dtype (``jnp.bfloat16`` for bf16 compute on float32 weights),
@@ -279,20 +279,6 @@ class Gemma3(nnx.Module):
         self.layers = nnx.List([Block(c, **kw) for _ in range(c.num_layers)])
         self.final_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, offset=1.0, param_dtype=param_dtype)
         assign_capture_names(self)
-
-    @property
-    def compute_dtype(self):
-        return self.dtype or self.embed.embedding[...].dtype
-
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
-        return self.logits(self.hidden_states(input_ids, attention_mask))
-
-    def hidden_states(self, input_ids, attention_mask=None) -> jax.Array:
-        """Final normalised hidden states (b, s, d): the logits before the head."""
-        if attention_mask is None:
-            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
-        h, _ = self.decode(input_ids, positions_from_mask(attention_mask), attention_mask, None, 0)
-        return h
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         emb = self.embed.embedding[...].astype(hidden.dtype)

@@ -208,10 +208,15 @@ class DecoderAdapter:
             ids = self.tokenizer.encode(t)
             for s in range(0, len(ids), self.max_len - len(bos)):
                 rows.append(bos + ids[s:s + self.max_len - len(bos)])
+        # Rows per call bounded so the (rows, max_len, vocab) float32 logits stay near 256 MB:
+        # at eval_batch_size 16 Gemma's 262k-word head made 2 GB of logits and as much again of
+        # log-probabilities (same sums: each row's loss does not depend on its batch).
+        vocab = getattr(self.tokenizer, "vocab_size", 0) or 1
+        per_call = max(1, min(self.eval_batch_size, (1 << 26) // (self.max_len * vocab)))
         total, count = 0.0, 0
-        for s in range(0, len(rows), self.eval_batch_size):
-            chunk = rows[s:s + self.eval_batch_size]
-            ids = np.full((self.eval_batch_size, self.max_len), self.tokenizer.pad_id, np.int32)
+        for s in range(0, len(rows), per_call):
+            chunk = rows[s:s + per_call]
+            ids = np.full((per_call, self.max_len), self.tokenizer.pad_id, np.int32)
             mask = np.zeros_like(ids)
             for i, r in enumerate(chunk):
                 ids[i, :len(r)], mask[i, :len(r)] = r, 1

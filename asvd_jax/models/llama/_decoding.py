@@ -280,7 +280,9 @@ def generate_and_score(model, ids, mask, opt_ids, opt_mask, max_new: int, eos_id
         tok = jnp.concatenate([first_logp[:, o_ids[0]][:, None], rest], axis=1)
         return (tok * o_mask[None, :].astype(tok.dtype)).sum(axis=1)
 
-    if n_options is None:
+    if opt_ids.shape[0] == 0:  # generation only: no option is decoded
+        scores = jnp.zeros((b, 0), first_logp.dtype)
+    elif n_options is None:
         scores = jax.lax.map(one_option, (opt_ids, opt_mask)).T
     else:
         def score_slot(j, acc):

@@ -291,7 +291,27 @@ class Block(nnx.Module):
         return h + self.mlp(self.post_attention_norm(h)), cache
 
 
-class Llama(nnx.Module):
+class CausalDecoder(nnx.Module):
+    """What decoding, scoring and the decoder adapter use of a causal decoder, built on its
+    ``decode(input_ids, positions, key_valid, cache, cache_index)`` and ``logits(hidden)``
+    (Llama, Gemma 3): the compute dtype, the plain forward and the final hidden states."""
+
+    @property
+    def compute_dtype(self):
+        return self.dtype or self.embed.embedding[...].dtype
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
+        return self.logits(self.hidden_states(input_ids, attention_mask))
+
+    def hidden_states(self, input_ids, attention_mask=None) -> jax.Array:
+        """Final normalised hidden states (b, s, d): the logits before the head."""
+        if attention_mask is None:
+            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+        h, _ = self.decode(input_ids, positions_from_mask(attention_mask), attention_mask, None, 0)
+        return h
+
+
+class Llama(CausalDecoder):
     """The decoder. ``model(input_ids, attention_mask=None)`` -> float32 logits (b, s, vocab).
 
     ``dtype`` is the compute dtype (``jnp.bfloat16`` for bf16 compute on float32 weights),
@@ -318,21 +338,6 @@ class Llama(nnx.Module):
         self.final_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, param_dtype=param_dtype)
         self.lm_head = None if c.tie_word_embeddings else Linear(c.hidden_size, c.vocab_size, **kw)
         assign_capture_names(self)
-
-    @property
-    def compute_dtype(self):
-        return self.dtype or self.embed.embedding[...].dtype
-
-    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None) -> jax.Array:
-        return self.logits(self.hidden_states(input_ids, attention_mask))
-
-    def hidden_states(self, input_ids, attention_mask=None) -> jax.Array:
-        """Final normalised hidden states (b, s, d): the logits before the head."""
-        if attention_mask is None:
-            attention_mask = jnp.ones(input_ids.shape, jnp.int32)
-        positions = positions_from_mask(attention_mask)
-        h, _ = self.decode(input_ids, positions, attention_mask, None, 0)
-        return h
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         if self.lm_head is None:
