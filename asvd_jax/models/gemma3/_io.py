@@ -281,14 +281,15 @@ def load_gemma3_270m(dtype=None, param_dtype=jnp.float32, folder: str | os.PathL
     """(model, tokenizer) of the packaged Gemma 3 270M base model.
 
     The first call dequantises the GGUF and keeps the float32 weights as a HF folder
-    (``<folder>/gemma-3-270m-f32``, written atomically); later calls read that folder.
+    (``<folder>/gemma-3-270m-f32-v1``, written atomically); later calls read that folder.
     """
     root = Path(folder if folder is not None else model_dir())
-    cached = root / "gemma-3-270m-f32"
+    # Versioned: a folder written by an older export (config.json fields) is not read.
+    cached = root / "gemma-3-270m-f32-v1"
     if (cached / "model.safetensors").is_file() and (cached / "tokenizer.json").is_file():
         return load_hf(cached, dtype=dtype, param_dtype=param_dtype)
     model, tok = load_gguf(gemma3_270m_gguf(root), dtype=dtype, param_dtype=param_dtype)
-    tmp = root / f".gemma-3-270m-f32.tmp{os.getpid()}"
+    tmp = root / f".gemma-3-270m-f32-v1.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         export_hf(model, tmp, tokenizer=tok)
