@@ -407,8 +407,8 @@ def test_packaged_270m_matches_transformers_on_the_same_gguf(gemma270m, tmp_path
 @pytest.mark.slow
 def test_two_task_pulse_on_the_packaged_270m(tmp_path):
     """The real entry point on the real weights: two standard4 tasks, a few steps each, the
-    paper's method with the embedding frozen; the run completes with a full accuracy matrix,
-    an exact projection and the general-text LM loss before and after."""
+    paper's method with the embedding frozen; the run completes with a full accuracy matrix
+    and the general-text LM loss before and after."""
     from asvd_jax.cl import load_config, run
 
     config = load_config(None, [
@@ -420,6 +420,4 @@ def test_two_task_pulse_on_the_packaged_270m(tmp_path):
     m = run(config, run_dir=str(tmp_path / "run"))
     assert m["status"] == "complete" and len(m["rows"]) == 2
     assert all(len(r["eval"]) == 2 for r in m["rows"])
-    record = m["rows"][1]["record"]
-    assert record["rank_plan"] and record["leakage"]["max"] < 1e-4
     assert {"lm_loss_before", "lm_loss_after"} <= set(m["general_ability"])
